@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/secure-script-executor/executor/httpapi"
+	"github.com/secure-script-executor/executor/jailproc"
+	"github.com/secure-script-executor/executor/metrics"
+	"github.com/secure-script-executor/executor/pool"
+)
+
+// App is the assembled server: supervisor, pool, metrics and HTTP API.
+type App struct {
+	cfg     config
+	log     *slog.Logger
+	sup     *jailproc.Supervisor
+	pool    *pool.Pool
+	metrics *metrics.Metrics
+	api     *httpapi.Server
+
+	ln         net.Listener
+	metricsSrv *http.Server
+	failed     chan error
+
+	selftestOK  atomic.Bool
+	stopSelf    context.CancelFunc
+	selftestEnd chan struct{}
+}
+
+// NewApp builds every part from cfg. It starts the pool (warming begins in the
+// background) but does not listen yet.
+func NewApp(cfg config, log *slog.Logger) (*App, error) {
+	sup, err := jailproc.New(jailproc.Config{
+		NsjailPath:        cfg.NsjailPath,
+		PythonBin:         cfg.PythonBin,
+		PythonPath:        cfg.PythonPath,
+		Preload:           cfg.Preload,
+		Timeout:           cfg.Timeout,
+		MaxLifetime:       cfg.MaxIdleAge + cfg.Timeout + time.Minute,
+		MemoryLimit:       cfg.MemoryLimit,
+		AddressSpaceLimit: cfg.AddressSpaceLimit,
+		MaxProcs:          cfg.MaxProcs,
+		MaxOpenFiles:      cfg.MaxOpenFiles,
+		TmpSize:           cfg.TmpSize,
+		MaxStdout:         int(cfg.MaxStdout),
+		MaxStderr:         int(cfg.MaxStderr),
+		MaxResult:         int(cfg.MaxResult),
+		Cgroups:           jailproc.CgroupMode(cfg.Cgroups),
+		CgroupRoot:        cfg.CgroupRoot,
+		CgroupParent:      cfg.CgroupParent,
+		SeccompPolicy:     cfg.SeccompPolicy,
+		Log: func(msg string, args ...any) {
+			log.Warn(msg, args...)
+		},
+	}, jailproc.UIDRange{Base: cfg.UIDBase, Size: cfg.MaxWorkers})
+	if err != nil {
+		return nil, err
+	}
+	if v, why := sup.Cgroups(); v == jailproc.CgroupNone {
+		log.Warn("NO CGROUP LIMITS: jails are limited by rlimits only (memory by RLIMIT_AS, processes by RLIMIT_NPROC); set --cgroups=required to refuse this",
+			"reason", why)
+	} else {
+		log.Info("cgroup limits enforced", "version", v.String(), "memory_limit", formatSize(cfg.MemoryLimit), "max_procs", cfg.MaxProcs)
+	}
+
+	a := &App{cfg: cfg, log: log, sup: sup, failed: make(chan error, 2), selftestEnd: make(chan struct{})}
+	reg := prometheus.NewRegistry()
+	a.metrics = metrics.New(reg, metrics.StatFunc(func() pool.Stat { return a.pool.Stat() }), buildInfo())
+	a.pool, err = pool.New(pool.Config{
+		Spawn: func(ctx context.Context) (pool.Worker, error) {
+			p, err := sup.Start(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return p, nil
+		},
+		WarmTarget:     cfg.WarmWorkers,
+		MaxWorkers:     cfg.MaxWorkers,
+		Cold:           cfg.PoolMode == "cold",
+		AcquireTimeout: cfg.AcquireTimeout,
+		MaxIdleAge:     cfg.MaxIdleAge,
+		Observer:       a.metrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)})
+	apiCfg := httpapi.Config{
+		MaxBodyBytes:    int(cfg.MaxBody),
+		Timeout:         cfg.Timeout,
+		AcquireMargin:   cfg.AcquireTimeout + time.Second,
+		MaxBatchRecords: cfg.MaxBatchRecords,
+		APIKeys:         cfg.APIKeys,
+		Logger:          log,
+		Recorder:        a.metrics,
+		LogScripts:      cfg.LogScripts,
+		ReadTimeout:     cfg.ReadTimeout,
+		IdleTimeout:     cfg.IdleTimeout,
+	}
+	if cfg.MetricsAddr == "" {
+		apiCfg.MetricsHandler = metricsHandler
+	} else {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metricsHandler)
+		a.metricsSrv = &http.Server{Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
+	a.api = httpapi.New(apiCfg, (*runner)(a))
+	return a, nil
+}
+
+// runner adapts the pool to the API: ready also requires the self-test.
+type runner App
+
+func (r *runner) Run(ctx context.Context, req jailproc.Request) (jailproc.Result, error) {
+	return r.pool.Run(ctx, req)
+}
+
+func (r *runner) Ready() error {
+	if err := r.pool.Ready(); err != nil {
+		return err
+	}
+	if !r.selftestOK.Load() {
+		return errors.New("the sandbox self-test has not passed yet")
+	}
+	return nil
+}
+
+// Start listens on the configured address and starts the sandbox self-test.
+func (a *App) Start() error {
+	ln, err := net.Listen("tcp", net.JoinHostPort(a.cfg.Host, strconv.Itoa(a.cfg.Port)))
+	if err != nil {
+		return err
+	}
+	a.ln = ln
+	go func() {
+		if err := a.api.Listen(ln); err != nil {
+			a.failed <- fmt.Errorf("api listener: %w", err)
+		}
+	}()
+	if a.metricsSrv != nil {
+		mln, err := net.Listen("tcp", a.metricsSrv.Addr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		go func() {
+			if err := a.metricsSrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.failed <- fmt.Errorf("metrics listener: %w", err)
+			}
+		}()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stopSelf = cancel
+	go a.selftest(ctx)
+	a.log.Info("listening", "addr", ln.Addr().String(), "pool_mode", a.cfg.PoolMode,
+		"warm_workers", a.cfg.WarmWorkers, "max_workers", a.cfg.MaxWorkers, "nsjail", a.cfg.NsjailPath)
+	return nil
+}
+
+// selftestScript must come back exactly as selftestWant; anything else means
+// the jail does not work as built (missing mounts, a broken interpreter).
+const selftestScript = "def main(x):\n    return {'sum': sum(x), 'ok': True}\n"
+
+var selftestWant = []byte(`{"sum":6,"ok":true}`)
+
+// selftest runs one jailed script before the server reports ready, and again
+// every few seconds until it passes: the sandbox may start working later
+// (nsjail installed, a capability granted).
+func (a *App) selftest(ctx context.Context) {
+	defer close(a.selftestEnd)
+	delay := 100 * time.Millisecond
+	var lastErr string
+	for {
+		if a.pool.Ready() == nil {
+			res, err := a.pool.Run(ctx, jailproc.Request{Mode: jailproc.ModeSingle, Script: []byte(selftestScript), Input: []byte("[1,2,3]")})
+			var msg string
+			switch {
+			case err != nil:
+				msg = err.Error()
+			case res.Status != jailproc.StatusOK:
+				msg = fmt.Sprintf("status %s: %+v", res.Status, res.Error)
+			case !bytes.Equal(bytes.ReplaceAll(res.Value, []byte(" "), nil), selftestWant):
+				msg = fmt.Sprintf("unexpected result %s", res.Value)
+			default:
+				a.selftestOK.Store(true)
+				a.log.Info("sandbox self-test passed", "duration_ms", float64(res.Duration.Microseconds())/1000)
+				return
+			}
+			if msg != lastErr {
+				a.log.Error("sandbox self-test failed; not ready", "err", msg)
+				lastErr = msg
+			}
+		} else if err := a.pool.Ready(); errors.Is(err, pool.ErrSandboxUnavailable) && err.Error() != lastErr {
+			lastErr = err.Error()
+			a.log.Error("SANDBOX UNAVAILABLE: no script will run until nsjail can start jails; retrying in the background",
+				"err", err, "fix", "check --nsjail-path, that the server runs as root (or with CAP_SYS_ADMIN) and that user namespaces are allowed")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// Addr is the API's listening address.
+func (a *App) Addr() string { return a.ln.Addr().String() }
+
+// Failed delivers an error if a listener stops unexpectedly.
+func (a *App) Failed() <-chan error { return a.failed }
+
+// Close shuts down in order: stop accepting and drain in-flight requests
+// (bounded by ctx), then close the pool, which destroys every worker.
+func (a *App) Close(ctx context.Context) error {
+	var errs []error
+	if a.stopSelf != nil {
+		a.stopSelf()
+		<-a.selftestEnd
+	}
+	if a.ln != nil {
+		if err := a.api.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("drain: %w", err))
+		}
+	}
+	if a.metricsSrv != nil {
+		a.metricsSrv.Shutdown(ctx)
+	}
+	a.pool.Close()
+	return errors.Join(errs...)
+}
+
+func buildInfo() metrics.BuildInfo {
+	info := metrics.BuildInfo{Version: "dev", GoVersion: runtime.Version()}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			info.Version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				info.Revision = s.Value
+			}
+		}
+	}
+	return info
+}

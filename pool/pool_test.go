@@ -1,0 +1,305 @@
+package pool_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/secure-script-executor/executor/jailproc"
+	"github.com/secure-script-executor/executor/pool"
+)
+
+// fakeWorker stands in for a jailed process where a real one cannot produce
+// the case (a worker that dies while idle, a spawn that blocks forever).
+type fakeWorker struct {
+	id      int64
+	started time.Time
+	exited  chan struct{}
+	killed  atomic.Bool
+	runs    atomic.Int32
+	block   chan struct{} // when non-nil, Run waits for it to close
+	f       *factory
+}
+
+func (w *fakeWorker) Run(ctx context.Context, req jailproc.Request) (jailproc.Result, error) {
+	if w.runs.Add(1) > 1 {
+		w.f.reused.Store(true)
+	}
+	if w.killed.Load() {
+		w.f.ranKilled.Store(true)
+	}
+	if w.block != nil {
+		select {
+		case <-w.block:
+		case <-ctx.Done():
+			return jailproc.Result{}, ctx.Err()
+		}
+	}
+	return jailproc.Result{Status: jailproc.StatusOK, Value: []byte(strconv.FormatInt(w.id, 10))}, nil
+}
+
+func (w *fakeWorker) Kill() error {
+	if w.killed.CompareAndSwap(false, true) {
+		w.f.live.Add(-1)
+		select {
+		case <-w.exited:
+		default:
+			close(w.exited)
+		}
+	}
+	return nil
+}
+
+func (w *fakeWorker) Exited() <-chan struct{} { return w.exited }
+func (w *fakeWorker) StartedAt() time.Time    { return w.started }
+
+type factory struct {
+	mu        sync.Mutex
+	workers   []*fakeWorker
+	next      atomic.Int64
+	live      atomic.Int64
+	fail      atomic.Bool
+	block     chan struct{}
+	reused    atomic.Bool
+	ranKilled atomic.Bool
+}
+
+func (f *factory) spawn(ctx context.Context) (pool.Worker, error) {
+	if f.fail.Load() {
+		return nil, errors.New("nsjail: clone(CLONE_NEWUSER) failed: operation not permitted")
+	}
+	w := &fakeWorker{id: f.next.Add(1), started: time.Now(), exited: make(chan struct{}), block: f.block, f: f}
+	f.live.Add(1)
+	f.mu.Lock()
+	f.workers = append(f.workers, w)
+	f.mu.Unlock()
+	return w, nil
+}
+
+func newPool(t *testing.T, f *factory, cfg pool.Config) *pool.Pool {
+	t.Helper()
+	cfg.Spawn = f.spawn
+	if cfg.HealthCheckPeriod == 0 {
+		cfg.HealthCheckPeriod = 10 * time.Millisecond
+	}
+	p, err := pool.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestPoolFillsTheWarmSetBeforeItSaysReady(t *testing.T) {
+	f := &factory{}
+	p := newPool(t, f, pool.Config{WarmTarget: 5, MaxWorkers: 8})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.WaitWarm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Ready(); err != nil {
+		t.Fatalf("Ready after WaitWarm: %v", err)
+	}
+	if got := p.Stat().IdleWorkers; got != 5 {
+		t.Fatalf("idle workers = %d, want 5", got)
+	}
+}
+
+func TestPoolUsesEachWorkerOnceAndRefillsAfterEveryRun(t *testing.T) {
+	f := &factory{}
+	p := newPool(t, f, pool.Config{WarmTarget: 3, MaxWorkers: 6})
+	seen := map[string]bool{}
+	for i := 0; i < 20; i++ {
+		res, err := p.Run(context.Background(), jailproc.Request{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[string(res.Value)] {
+			t.Fatalf("worker %s ran twice", res.Value)
+		}
+		seen[string(res.Value)] = true
+	}
+	if f.reused.Load() {
+		t.Fatal("a worker ran more than one request")
+	}
+	waitFor(t, "the warm set to refill", func() bool { return p.Stat().IdleWorkers == 3 })
+	st := p.Stat()
+	if st.Destroyed[pool.DestroyUsed] != 20 {
+		t.Fatalf("destroyed(used) = %d, want 20", st.Destroyed[pool.DestroyUsed])
+	}
+	waitFor(t, "used workers to be killed", func() bool { return f.live.Load() == 3 })
+}
+
+func TestPoolReplacesIdleWorkersThatGrowTooOld(t *testing.T) {
+	f := &factory{}
+	p := newPool(t, f, pool.Config{WarmTarget: 2, MaxWorkers: 4, MaxIdleAge: 30 * time.Millisecond})
+	waitFor(t, "expiries", func() bool { return p.Stat().Destroyed[pool.DestroyExpired] >= 4 })
+	waitFor(t, "the warm set to refill", func() bool { return p.Stat().IdleWorkers == 2 })
+}
+
+func TestPoolReplacesAnIdleWorkerWhoseProcessDied(t *testing.T) {
+	f := &factory{}
+	p := newPool(t, f, pool.Config{WarmTarget: 1, MaxWorkers: 2, HealthCheckPeriod: time.Hour})
+	if err := p.WaitWarm(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	dead := f.workers[0]
+	f.mu.Unlock()
+	close(dead.exited) // the process died on its own while idle
+
+	res, err := p.Run(context.Background(), jailproc.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(res.Value) == "1" {
+		t.Fatal("the run went to the dead worker")
+	}
+	if got := p.Stat().Destroyed[pool.DestroyDied]; got != 1 {
+		t.Fatalf("destroyed(died) = %d, want 1", got)
+	}
+}
+
+func TestPoolRunReturnsErrOverloadedWhenNoWorkerFreesUpBeforeTheAcquireDeadline(t *testing.T) {
+	f := &factory{block: make(chan struct{})}
+	p := newPool(t, f, pool.Config{WarmTarget: 1, MaxWorkers: 1, AcquireTimeout: 50 * time.Millisecond})
+	go p.Run(context.Background(), jailproc.Request{})
+	waitFor(t, "the only worker to be busy", func() bool { return p.Stat().AcquiredWorkers == 1 })
+
+	_, err := p.Run(context.Background(), jailproc.Request{})
+	if !errors.Is(err, pool.ErrOverloaded) {
+		t.Fatalf("err = %v, want ErrOverloaded", err)
+	}
+	close(f.block)
+}
+
+func TestPoolCloseWaitsForRunsInFlightAndKillsEveryWorker(t *testing.T) {
+	f := &factory{block: make(chan struct{})}
+	p := newPool(t, f, pool.Config{WarmTarget: 3, MaxWorkers: 6})
+	done := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := p.Run(context.Background(), jailproc.Request{})
+			done <- err
+		}()
+	}
+	waitFor(t, "two runs in flight", func() bool { return p.Stat().AcquiredWorkers == 2 })
+
+	closed := make(chan struct{})
+	go func() { p.Close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while runs were in flight")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(f.block)
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatalf("in-flight run failed: %v", err)
+		}
+	}
+	<-closed
+	if n := f.live.Load(); n != 0 {
+		t.Fatalf("%d workers still alive after Close", n)
+	}
+	if _, err := p.Run(context.Background(), jailproc.Request{}); !errors.Is(err, pool.ErrClosed) {
+		t.Fatalf("Run after Close: err = %v, want ErrClosed", err)
+	}
+	p.Close() // idempotent
+}
+
+func TestPoolReportsSandboxUnavailableAndRecoversWhenSpawningWorksAgain(t *testing.T) {
+	f := &factory{}
+	f.fail.Store(true)
+	p := newPool(t, f, pool.Config{WarmTarget: 2, MaxWorkers: 4})
+	waitFor(t, "a failed spawn", func() bool { return p.Stat().SpawnFailed > 0 })
+
+	if err := p.Ready(); !errors.Is(err, pool.ErrSandboxUnavailable) {
+		t.Fatalf("Ready = %v, want ErrSandboxUnavailable", err)
+	}
+	if _, err := p.Run(context.Background(), jailproc.Request{}); !errors.Is(err, pool.ErrSandboxUnavailable) {
+		t.Fatalf("Run = %v, want ErrSandboxUnavailable", err)
+	}
+	if p.Stat().LastSpawnErr == nil {
+		t.Fatal("Stat.LastSpawnErr is nil while spawns fail")
+	}
+
+	f.fail.Store(false)
+	waitFor(t, "recovery", func() bool { return p.Ready() == nil })
+	if _, err := p.Run(context.Background(), jailproc.Request{}); err != nil {
+		t.Fatalf("Run after recovery: %v", err)
+	}
+}
+
+func TestPoolInColdModeKeepsNoWarmSetAndSpawnsPerRun(t *testing.T) {
+	f := &factory{}
+	p := newPool(t, f, pool.Config{Cold: true, MaxWorkers: 4})
+	time.Sleep(30 * time.Millisecond)
+	if got := p.Stat().IdleWorkers; got != 0 {
+		t.Fatalf("cold pool has %d idle workers", got)
+	}
+	for range 3 {
+		if _, err := p.Run(context.Background(), jailproc.Request{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := p.Stat().Spawned; got != 3 {
+		t.Fatalf("spawned = %d, want 3", got)
+	}
+}
+
+// TestPoolStressManyConcurrentRunsNeverShareAWorker runs for
+// POOL_STRESS_DURATION (default 300ms).
+func TestPoolStressManyConcurrentRunsNeverShareAWorker(t *testing.T) {
+	d := 300 * time.Millisecond
+	if v := os.Getenv("POOL_STRESS_DURATION"); v != "" {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := &factory{}
+	p := newPool(t, f, pool.Config{WarmTarget: 4, MaxWorkers: 8, AcquireTimeout: time.Minute})
+	var wg sync.WaitGroup
+	var runs atomic.Int64
+	stop := time.Now().Add(d)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				if _, err := p.Run(context.Background(), jailproc.Request{}); err != nil {
+					t.Error(err)
+					return
+				}
+				runs.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if f.reused.Load() || f.ranKilled.Load() {
+		t.Fatal("a worker was reused or ran after being killed")
+	}
+	p.Close()
+	if n := f.live.Load(); n != 0 {
+		t.Fatalf("%d workers alive after Close", n)
+	}
+	t.Logf("%d runs", runs.Load())
+}
