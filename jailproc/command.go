@@ -75,7 +75,7 @@ func (s *Supervisor) args(hostUID int) []string {
 	idmap := fmt.Sprintf("%d:%d:1", jailUID, hostUID)
 	a := []string{
 		"--mode", "o", // standalone, run once
-		"--quiet",     // warnings and errors only, to our diagnostics pipe
+		"--quiet", // warnings and errors only, to our diagnostics pipe
 		"--user", idmap, "--group", idmap,
 		"--hostname", "sandbox",
 		"--cwd", "/tmp",
