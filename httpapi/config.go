@@ -1,0 +1,125 @@
+package httpapi
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Defaults for Config. They are applied in one place, Config.withDefaults.
+const (
+	DefaultMaxBodyBytes    = 1 << 20 // 1 MiB
+	DefaultTimeout         = 5 * time.Second
+	DefaultMaxBatchRecords = 10000
+	DefaultReadTimeout     = 10 * time.Second
+	DefaultIdleTimeout     = 60 * time.Second
+	DefaultRetryAfter      = time.Second
+	DefaultAcquireMargin   = 2 * time.Second
+
+	// writeTimeoutSlack is added to Timeout for the default WriteTimeout.
+	writeTimeoutSlack = 30 * time.Second
+)
+
+// Config configures a Server. The zero value is usable: every field has a
+// default, stated in its comment.
+type Config struct {
+	// MaxBodyBytes is the largest request body accepted; larger bodies are
+	// answered with 413 request_too_large before they are read in full.
+	// Default 1 MiB.
+	MaxBodyBytes int
+
+	// Timeout is the server's wall-clock limit for one run. A request's
+	// timeout_ms may lower it, never raise it. Default 5s.
+	Timeout time.Duration
+
+	// AcquireMargin is added to a run's effective timeout to form the deadline
+	// of the context handed to Runner.Run. The runner enforces the exact run
+	// limit itself (Request.Timeout); the margin exists so that waiting for a
+	// worker and tearing the jail down never eat into the script's own time.
+	// It should be at least the pool's acquire timeout. Default 2s.
+	AcquireMargin time.Duration
+
+	// MaxBatchRecords is the largest number of records /execute/batch accepts
+	// in one request. Default 10000.
+	MaxBatchRecords int
+
+	// APIKeys, when not empty, makes /execute and /execute/batch require
+	// "Authorization: Bearer <key>" with one of these keys. Keys are compared
+	// in constant time and never logged. Empty strings are ignored, so a list
+	// holding only empty strings leaves the API open. Health, readiness and
+	// metrics never need a key. Default: none (open).
+	APIKeys []string
+
+	// Logger receives one line per request. Default: discard.
+	Logger *slog.Logger
+
+	// Recorder receives metrics. Default: a no-op recorder.
+	Recorder Recorder
+
+	// MetricsHandler, when set, is served at GET /metrics (e.g. a promhttp
+	// handler). Default nil: the route does not exist.
+	MetricsHandler http.Handler
+
+	// LogScripts adds the script source, input, stdout and stderr to each
+	// request's log line. For debugging only: scripts and their data may be
+	// confidential. Default false.
+	LogScripts bool
+
+	// ReadTimeout bounds reading one request, headers and body, so a client
+	// that drips bytes cannot hold a connection. Default 10s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing one response. Default 30s + Timeout.
+	WriteTimeout time.Duration
+	// IdleTimeout bounds how long a keep-alive connection may wait for its
+	// next request. Default 60s.
+	IdleTimeout time.Duration
+
+	// RetryAfter is sent, rounded up to whole seconds (at least 1), in the
+	// Retry-After header of 429 overloaded answers. Default 1s.
+	RetryAfter time.Duration
+}
+
+// withDefaults returns a copy of c with every unset field set to its default.
+func (c Config) withDefaults() Config {
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.AcquireMargin <= 0 {
+		c.AcquireMargin = DefaultAcquireMargin
+	}
+	if c.MaxBatchRecords <= 0 {
+		c.MaxBatchRecords = DefaultMaxBatchRecords
+	}
+	// Copy the keys so a caller mutating its slice later cannot change who
+	// is let in, and drop blanks so "" can never be a valid key.
+	keys := make([]string, 0, len(c.APIKeys))
+	for _, k := range c.APIKeys {
+		if strings.TrimSpace(k) != "" {
+			keys = append(keys, k)
+		}
+	}
+	c.APIKeys = keys
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Recorder == nil {
+		c.Recorder = nopRecorder{}
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = writeTimeoutSlack + c.Timeout
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.RetryAfter <= 0 {
+		c.RetryAfter = DefaultRetryAfter
+	}
+	return c
+}

@@ -1,0 +1,305 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/secure-script-executor/executor/jailproc"
+	"github.com/secure-script-executor/executor/pool"
+)
+
+// Error types of the API. They are part of the contract: clients switch on
+// them, so the strings never change. The script-level types are the
+// jailproc.Status values, so a new status cannot drift from its API name.
+const (
+	TypeInvalidRequest       = "invalid_request"
+	TypeUnauthorized         = "unauthorized"
+	TypeNotFound             = "not_found"
+	TypeMethodNotAllowed     = "method_not_allowed"
+	TypeRequestTimeout       = "request_timeout"
+	TypeRequestTooLarge      = "request_too_large"
+	TypeUnsupportedMediaType = "unsupported_media_type"
+	TypeHeadersTooLarge      = "headers_too_large"
+	TypeSyntaxError          = string(jailproc.StatusSyntaxError)
+	TypeMissingMain          = string(jailproc.StatusMissingMain)
+	TypeRuntimeError         = string(jailproc.StatusRuntimeError)
+	TypeResultNotJSON        = string(jailproc.StatusResultNotJSON)
+	TypeTimeout              = string(jailproc.StatusTimeout)
+	TypeMemoryLimit          = string(jailproc.StatusMemoryLimit)
+	TypeOutputLimit          = string(jailproc.StatusOutputLimit)
+	TypeOverloaded           = "overloaded"
+	TypeSandboxUnavailable   = "sandbox_unavailable"
+	TypeInternal             = "internal"
+)
+
+// statusOf is the one table from error type to HTTP status. handleError is the
+// only place that writes an error response, and it looks the status up here.
+var statusOf = map[string]int{
+	TypeInvalidRequest:       fiber.StatusBadRequest,
+	TypeUnauthorized:         fiber.StatusUnauthorized,
+	TypeNotFound:             fiber.StatusNotFound,
+	TypeMethodNotAllowed:     fiber.StatusMethodNotAllowed,
+	TypeRequestTimeout:       fiber.StatusRequestTimeout,
+	TypeRequestTooLarge:      fiber.StatusRequestEntityTooLarge,
+	TypeUnsupportedMediaType: fiber.StatusUnsupportedMediaType,
+	TypeHeadersTooLarge:      fiber.StatusRequestHeaderFieldsTooLarge,
+	TypeSyntaxError:          fiber.StatusUnprocessableEntity,
+	TypeMissingMain:          fiber.StatusUnprocessableEntity,
+	TypeRuntimeError:         fiber.StatusUnprocessableEntity,
+	TypeResultNotJSON:        fiber.StatusUnprocessableEntity,
+	TypeTimeout:              fiber.StatusUnprocessableEntity,
+	TypeMemoryLimit:          fiber.StatusUnprocessableEntity,
+	TypeOutputLimit:          fiber.StatusUnprocessableEntity,
+	TypeOverloaded:           fiber.StatusTooManyRequests,
+	TypeSandboxUnavailable:   fiber.StatusServiceUnavailable,
+	TypeInternal:             fiber.StatusInternalServerError,
+}
+
+// apiError is an error the client is meant to see. Anything else that reaches
+// handleError is reported as internal, with its text only in the log.
+type apiError struct {
+	Type      string
+	Message   string
+	Line      int    // 0: unknown
+	Traceback string // runtime_error only
+
+	// script is set for script-level errors, whose answer carries the
+	// stdout and stderr captured before the failure.
+	script         bool
+	stdout, stderr []byte
+
+	// cause is logged, never sent.
+	cause error
+}
+
+func (e *apiError) Error() string { return e.Type + ": " + e.Message }
+func (e *apiError) Unwrap() error { return e.cause }
+
+func invalidRequest(format string, args ...any) *apiError {
+	return &apiError{Type: TypeInvalidRequest, Message: fmt.Sprintf(format, args...)}
+}
+
+// internalError hides err from the client; handleError adds the request id
+// to the message so the operator can find err in the log.
+func internalError(err error) *apiError {
+	return &apiError{Type: TypeInternal, cause: err}
+}
+
+// errorBody is the JSON shape of every error answer.
+type errorBody struct {
+	Error  errorDetail `json:"error"`
+	Stdout *string     `json:"stdout,omitempty"`
+	Stderr *string     `json:"stderr,omitempty"`
+}
+
+type errorDetail struct {
+	Type      string `json:"type"`
+	Message   string `json:"message"`
+	Line      int    `json:"line,omitempty"`
+	Traceback string `json:"traceback,omitempty"`
+}
+
+// detailOf converts a per-record script error of a batch.
+func detailOf(e *jailproc.ScriptError) errorDetail {
+	d := errorDetail{Type: string(e.Type), Message: e.Message}
+	if e.Line > 0 {
+		d.Line = e.Line
+	}
+	if e.Type == jailproc.StatusRuntimeError {
+		d.Traceback = e.Traceback
+	}
+	if d.Message == "" {
+		d.Message = defaultScriptMessage(d.Type)
+	}
+	return d
+}
+
+// handleError is the app's ErrorHandler and the only writer of error answers.
+// It is reached two ways: from the request middleware, for errors returned by
+// handlers, and from fiber's server error handler for requests that failed
+// before routing (body over BodyLimit, read timeout, unparsable request).
+// In the second case no middleware ran, so it also does the request's
+// bookkeeping (request id, log line, metrics) itself.
+func (s *Server) handleError(c *fiber.Ctx, err error) error {
+	info, routed := c.Locals(infoKey).(*requestInfo)
+	if !routed {
+		info = s.beginRequest(c)
+		defer s.finishRequest(c, info)
+	}
+
+	ae := s.toAPIError(c, err)
+	status, ok := statusOf[ae.Type]
+	if !ok {
+		ae = internalError(fmt.Errorf("httpapi: error type %q has no status: %w", ae.Type, err))
+		status = fiber.StatusInternalServerError
+	}
+	info.outcome = ae.Type
+	if ae.cause != nil {
+		info.cause = ae.cause
+	}
+
+	switch ae.Type {
+	case TypeInternal:
+		ae.Message = "the server failed to handle this request; report request id " + info.id + " to the operator"
+	case TypeUnauthorized:
+		c.Set(fiber.HeaderWWWAuthenticate, "Bearer")
+	case TypeOverloaded:
+		c.Set(fiber.HeaderRetryAfter, retryAfterSeconds(s.cfg.RetryAfter))
+	case TypeMethodNotAllowed:
+		if allow := s.allowedMethods(c.Path()); len(allow) > 0 {
+			c.Set(fiber.HeaderAllow, strings.Join(allow, ", "))
+		}
+	}
+
+	body := errorBody{Error: errorDetail{
+		Type:      ae.Type,
+		Message:   ae.Message,
+		Line:      ae.Line,
+		Traceback: ae.Traceback,
+	}}
+	if ae.script {
+		// string() of invalid UTF-8 is fine: encoding/json writes U+FFFD.
+		stdout, stderr := string(ae.stdout), string(ae.stderr)
+		body.Stdout, body.Stderr = &stdout, &stderr
+	}
+	return c.Status(status).JSON(body)
+}
+
+// toAPIError maps any error to the API's vocabulary.
+func (s *Server) toAPIError(c *fiber.Ctx, err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var fe *fiber.Error
+	if !errors.As(err, &fe) {
+		return internalError(err)
+	}
+	switch fe.Code {
+	case fiber.StatusNotFound:
+		return &apiError{Type: TypeNotFound, Message: fmt.Sprintf(
+			"there is no %s %s; the endpoints are POST /execute, POST /execute/batch, GET /healthz and GET /readyz",
+			methodLabel(c.Method()), clip(c.Path(), 200))}
+	case fiber.StatusMethodNotAllowed:
+		return &apiError{Type: TypeMethodNotAllowed, Message: fmt.Sprintf(
+			"%s does not accept %s; use %s", clip(c.Path(), 200), methodLabel(c.Method()),
+			strings.Join(s.allowedMethods(c.Path()), " or "))}
+	case fiber.StatusRequestEntityTooLarge:
+		return &apiError{Type: TypeRequestTooLarge, Message: fmt.Sprintf(
+			"the request body is larger than this server's limit of %d bytes; send a smaller script or input, or split a batch",
+			s.cfg.MaxBodyBytes)}
+	case fiber.StatusRequestTimeout:
+		return &apiError{Type: TypeRequestTimeout, Message: fmt.Sprintf(
+			"the request was not received within %s; send it without pauses", s.cfg.ReadTimeout)}
+	case fiber.StatusRequestHeaderFieldsTooLarge:
+		return &apiError{Type: TypeHeadersTooLarge, Message: "the request headers are too large; send fewer or shorter headers"}
+	case fiber.StatusBadRequest:
+		// fasthttp's parse errors quote the raw request; do not echo it.
+		return &apiError{Type: TypeInvalidRequest, Message: "the HTTP request could not be parsed", cause: err}
+	default:
+		return internalError(err)
+	}
+}
+
+// runErrorFor maps a Runner.Run error. shuttingDown is true once Shutdown's
+// grace has passed and in-flight runs were cancelled: whatever the runner then
+// returns (often a bare context error) is a consequence of the shutdown.
+func (s *Server) runErrorFor(err error, shuttingDown bool) *apiError {
+	switch {
+	case errors.Is(err, pool.ErrOverloaded):
+		return &apiError{Type: TypeOverloaded, cause: err, Message: fmt.Sprintf(
+			"every worker is busy; retry after %s seconds", retryAfterSeconds(s.cfg.RetryAfter))}
+	case errors.Is(err, pool.ErrSandboxUnavailable):
+		return &apiError{Type: TypeSandboxUnavailable, cause: err,
+			Message: "the sandbox cannot start workers right now; retry later, and tell the operator if it persists"}
+	case errors.Is(err, pool.ErrClosed) || shuttingDown:
+		return &apiError{Type: TypeSandboxUnavailable, cause: err,
+			Message: "the server is shutting down; retry the request (another instance will take it)"}
+	default:
+		return internalError(fmt.Errorf("httpapi: run: %w", err))
+	}
+}
+
+// scriptStatuses are the run statuses answered with 422. Any other non-OK
+// status from the runner is a supervisor bug and answered as internal.
+var scriptStatuses = map[jailproc.Status]bool{
+	jailproc.StatusSyntaxError:   true,
+	jailproc.StatusMissingMain:   true,
+	jailproc.StatusRuntimeError:  true,
+	jailproc.StatusResultNotJSON: true,
+	jailproc.StatusTimeout:       true,
+	jailproc.StatusMemoryLimit:   true,
+	jailproc.StatusOutputLimit:   true,
+}
+
+// scriptError builds the 422 answer for a run that ended in a non-OK status.
+// eff is the run's effective timeout, for the timeout message.
+func (s *Server) scriptError(res jailproc.Result, eff time.Duration) *apiError {
+	if !scriptStatuses[res.Status] {
+		return internalError(fmt.Errorf("httpapi: runner returned unknown status %q", res.Status))
+	}
+	ae := &apiError{Type: string(res.Status), script: true, stdout: res.Stdout, stderr: res.Stderr}
+	if res.Error != nil {
+		ae.Message = res.Error.Message
+		ae.Line = max(0, res.Error.Line)
+		if res.Status == jailproc.StatusRuntimeError {
+			ae.Traceback = res.Error.Traceback
+		}
+	}
+	if res.Status == jailproc.StatusTimeout {
+		// The supervisor only knows it killed the jail; we know which limit
+		// applied and what the client can do about it.
+		ae.Message = timeoutMessage(eff, s.cfg.Timeout)
+	}
+	if ae.Message == "" {
+		ae.Message = defaultScriptMessage(ae.Type)
+	}
+	return ae
+}
+
+func timeoutMessage(eff, max time.Duration) string {
+	if eff < max {
+		return fmt.Sprintf("the script ran longer than its %d ms limit; make it faster or raise timeout_ms up to %d",
+			eff.Milliseconds(), max.Milliseconds())
+	}
+	return fmt.Sprintf("the script ran longer than its %d ms limit, the server's maximum; make it faster",
+		eff.Milliseconds())
+}
+
+// defaultScriptMessage is used when the supervisor gave no message.
+func defaultScriptMessage(typ string) string {
+	switch typ {
+	case TypeSyntaxError:
+		return "the script is not valid Python; fix the syntax error"
+	case TypeMissingMain:
+		return "the script defines no main function; define main() or main(input)"
+	case TypeRuntimeError:
+		return "the script raised an exception; see the traceback"
+	case TypeResultNotJSON:
+		return "main returned a value that is not JSON (dict with str keys, list, str, int, finite float, bool or None); convert it before returning"
+	case TypeMemoryLimit:
+		return "the script used more memory than its limit; use less memory"
+	case TypeOutputLimit:
+		return "the script's output or result is larger than its limit; print and return less"
+	default:
+		return "the script failed"
+	}
+}
+
+func retryAfterSeconds(d time.Duration) string {
+	return strconv.Itoa(max(1, int(math.Ceil(d.Seconds()))))
+}
+
+// clip bounds client-controlled text echoed in messages.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

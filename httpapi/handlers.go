@@ -1,0 +1,210 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/secure-script-executor/executor/jailproc"
+)
+
+// executeResponse is the 200 answer of /execute.
+type executeResponse struct {
+	Result     json.RawMessage `json:"result"`
+	Stdout     string          `json:"stdout"`
+	Stderr     string          `json:"stderr"`
+	DurationMS float64         `json:"duration_ms"`
+}
+
+// batchResponse is the 200 answer of /execute/batch.
+type batchResponse struct {
+	Results    []batchItem `json:"results"`
+	Stderr     string      `json:"stderr"`
+	DurationMS float64     `json:"duration_ms"`
+}
+
+// batchItem is one record's outcome: Result or Error, never both. Result is a
+// pointer so that a successful null result is still written as "result": null.
+type batchItem struct {
+	Result *json.RawMessage `json:"result,omitempty"`
+	Error  *errorDetail     `json:"error,omitempty"`
+	Stdout string           `json:"stdout"`
+}
+
+var jsonNull = json.RawMessage("null")
+
+func (s *Server) handleExecute(c *fiber.Ctx) error {
+	res, _, err := s.decodeAndRun(c, jailproc.ModeSingle)
+	if err != nil {
+		return err
+	}
+	value := res.Value
+	if len(value) == 0 {
+		value = jsonNull
+	}
+	return c.JSON(executeResponse{
+		Result:     value,
+		Stdout:     string(res.Stdout), // invalid UTF-8 becomes U+FFFD in encoding/json
+		Stderr:     string(res.Stderr),
+		DurationMS: ms(res.Duration),
+	})
+}
+
+func (s *Server) handleBatch(c *fiber.Ctx) error {
+	res, records, err := s.decodeAndRun(c, jailproc.ModeBatch)
+	if err != nil {
+		return err
+	}
+	// One item per record is the contract clients index by; a runner that
+	// breaks it must not produce a misaligned answer.
+	if len(res.Batch) != records {
+		return internalError(fmt.Errorf("httpapi: runner returned %d batch items for %d records", len(res.Batch), records))
+	}
+	items := make([]batchItem, len(res.Batch))
+	for i, b := range res.Batch {
+		items[i].Stdout = b.Stdout
+		if b.Error != nil {
+			d := detailOf(b.Error)
+			items[i].Error = &d
+			continue
+		}
+		v := b.Result
+		if len(v) == 0 {
+			v = jsonNull
+		}
+		items[i].Result = &v
+	}
+	return c.JSON(batchResponse{
+		Results:    items,
+		Stderr:     string(res.Stderr),
+		DurationMS: ms(res.Duration),
+	})
+}
+
+// decodeAndRun is the part /execute and /execute/batch share: check the body,
+// run it, and turn every failure into an *apiError. On success the Result has
+// Status OK. records is the batch size (batch only).
+func (s *Server) decodeAndRun(c *fiber.Ctx, mode jailproc.Mode) (jailproc.Result, int, error) {
+	info := c.Locals(infoKey).(*requestInfo)
+	if aerr := checkContentType(c.Get(fiber.HeaderContentType)); aerr != nil {
+		return jailproc.Result{}, 0, aerr
+	}
+	// decodeRunRequest copies what it keeps: c.Body() is reused by fasthttp
+	// after the handler returns.
+	rr, aerr := decodeRunRequest(c.Body(), mode, s.cfg.MaxBatchRecords)
+	if aerr != nil {
+		return jailproc.Result{}, 0, aerr
+	}
+	info.scriptBytes = len(rr.Script)
+	if s.cfg.LogScripts {
+		info.script, info.input = rr.Script, string(rr.Input)
+	}
+
+	eff := s.effectiveTimeout(rr.TimeoutMS)
+	req := jailproc.Request{Mode: mode, Script: []byte(rr.Script), Input: rr.Input, Timeout: eff}
+
+	// fiber's UserContext is Background and fasthttp does not cancel on
+	// client disconnect, so the run's deadline is set here explicitly. The
+	// runner applies the exact limit from req.Timeout; the margin covers
+	// waiting for a worker and tearing the jail down.
+	ctx, cancel := context.WithTimeout(s.runBase, eff+s.cfg.AcquireMargin)
+	defer cancel()
+
+	s.rec.ExecutionStarted()
+	res, err := s.runner.Run(ctx, req)
+	s.rec.ExecutionFinished()
+
+	info.ran, info.execTime = true, res.Duration
+	if s.cfg.LogScripts {
+		info.stdout, info.stderr = string(res.Stdout), string(res.Stderr)
+	}
+
+	var result *apiError
+	switch {
+	case err != nil:
+		result = s.runErrorFor(err, s.runBase.Err() != nil)
+	case res.Status != jailproc.StatusOK:
+		result = s.scriptError(res, eff)
+	}
+	outcome := "ok"
+	if result != nil {
+		outcome = result.Type
+	}
+	if outcome == TypeOverloaded {
+		s.rec.Overloaded()
+	}
+	s.rec.ObserveExecution(outcome, res.Duration, len(res.Stdout), len(res.Stderr))
+	if result != nil {
+		return res, 0, result
+	}
+	return res, rr.Records, nil
+}
+
+// effectiveTimeout applies the client's timeout_ms, which can only lower
+// the server's Timeout.
+func (s *Server) effectiveTimeout(timeoutMS int64) time.Duration {
+	limit := s.cfg.Timeout
+	// Compare in milliseconds first: a huge timeout_ms would overflow
+	// time.Duration.
+	if timeoutMS > 0 && timeoutMS < limit.Milliseconds() {
+		return time.Duration(timeoutMS) * time.Millisecond
+	}
+	return limit
+}
+
+// requireAPIKey checks "Authorization: Bearer <key>" when keys are configured.
+func (s *Server) requireAPIKey(c *fiber.Ctx) error {
+	if len(s.cfg.APIKeys) == 0 {
+		return c.Next()
+	}
+	const how = "send Authorization: Bearer <your API key>"
+	header := c.Get(fiber.HeaderAuthorization)
+	if header == "" {
+		return &apiError{Type: TypeUnauthorized, Message: "this endpoint needs an API key; " + how}
+	}
+	scheme, key, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return &apiError{Type: TypeUnauthorized, Message: "the Authorization header is not a bearer token; " + how}
+	}
+	if !s.keyMatches(strings.TrimSpace(key)) {
+		return &apiError{Type: TypeUnauthorized, Message: "the API key is not valid; check it, or ask the operator for one"}
+	}
+	return c.Next()
+}
+
+// keyMatches compares against every key without stopping early, and
+// compares SHA-256 digests so neither a key's length nor its prefix shows in
+// the timing.
+func (s *Server) keyMatches(key string) bool {
+	given := sha256.Sum256([]byte(key))
+	match := 0
+	for _, k := range s.cfg.APIKeys {
+		want := sha256.Sum256([]byte(k))
+		match |= subtle.ConstantTimeCompare(given[:], want[:])
+	}
+	return match == 1
+}
+
+func (s *Server) handleHealthz(c *fiber.Ctx) error {
+	return c.JSON(fiber.Map{"status": "ok"})
+}
+
+func (s *Server) handleReadyz(c *fiber.Ctx) error {
+	err := s.runner.Ready()
+	if err == nil && s.runBase.Err() != nil {
+		err = errors.New("the server is shutting down")
+	}
+	if err != nil {
+		info := c.Locals(infoKey).(*requestInfo)
+		info.outcome = "not_ready"
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not_ready", "reason": err.Error()})
+	}
+	return c.JSON(fiber.Map{"status": "ready"})
+}
