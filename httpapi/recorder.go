@@ -6,7 +6,7 @@ import "time"
 // interface lives here so this package compiles and tests without Prometheus.
 //
 // Label values are bounded: route is a route template or "unmatched", method
-// one of the standard HTTP methods or "OTHER", and outcome "ok" or an error
+// one of the standard HTTP methods or "other", and outcome "ok" or an error
 // type from the API (see docs/API.md).
 type Recorder interface {
 	// ObserveHTTP is called once for every request, after the response is

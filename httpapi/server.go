@@ -342,7 +342,7 @@ func methodLabel(m string) string {
 			return std
 		}
 	}
-	return "OTHER"
+	return "other"
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
