@@ -331,7 +331,7 @@ func requestID(incoming string) string {
 	return hex.EncodeToString(b[:])
 }
 
-// methodLabel returns a constant string for the standard methods and "OTHER"
+// methodLabel returns a constant string for the standard methods and "other"
 // for anything else: requests refused before routing can carry any token.
 func methodLabel(m string) string {
 	for _, std := range []string{
