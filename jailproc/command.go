@@ -1,6 +1,7 @@
 package jailproc
 
 import (
+	_ "embed"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,15 @@ import (
 
 	"github.com/secure-script-executor/executor/pyworker"
 )
+
+// DefaultSeccompPolicy is the kafel policy applied to every jail unless
+// Config.SeccompPolicy names another file (see seccomp.kafel for the why).
+//
+//go:embed seccomp.kafel
+var DefaultSeccompPolicy string
+
+// SeccompNone as Config.SeccompPolicy disables seccomp filtering.
+const SeccompNone = "none"
 
 // jailUID is the uid (and gid) the script has inside its user namespace. It
 // maps to a different unprivileged host uid for every live jail.
@@ -131,7 +141,11 @@ func (s *Supervisor) args(hostUID int) []string {
 			"--cgroup_pids_max", strconv.Itoa(c.MaxProcs),
 		)
 	}
-	if c.SeccompPolicy != "" {
+	switch c.SeccompPolicy {
+	case "":
+		a = append(a, "--seccomp_string", DefaultSeccompPolicy)
+	case SeccompNone:
+	default:
 		a = append(a, "--seccomp_policy", c.SeccompPolicy)
 	}
 	a = append(a, "--",

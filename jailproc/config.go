@@ -72,7 +72,8 @@ type Config struct {
 	// Default "executor".
 	CgroupParent string
 
-	// SeccompPolicy is the path of a kafel policy file; empty means none.
+	// SeccompPolicy is the path of a kafel policy file. Default "" applies
+	// DefaultSeccompPolicy; SeccompNone disables filtering.
 	SeccompPolicy string
 
 	// Log receives nsjail's own diagnostics (never sent to clients). nil

