@@ -1,0 +1,4 @@
+def main():
+    e = ValueError("bad value")
+    e.add_note("while checking the input")
+    raise e

@@ -1,0 +1,7 @@
+class Broken(Exception):
+    def __str__(self):
+        raise RuntimeError("no text for you")
+
+
+def main():
+    raise Broken()

@@ -1,0 +1,3 @@
+def main():
+  print('hello')
+  return {"msg": "done"}

@@ -1,0 +1,3 @@
+def main(*args):
+    # Without input, main is called with no argument at all.
+    return {"args": len(args)}

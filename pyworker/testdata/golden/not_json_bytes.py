@@ -1,0 +1,2 @@
+def main():
+    return {"data": b"raw"}

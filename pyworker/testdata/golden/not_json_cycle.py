@@ -1,0 +1,4 @@
+def main():
+    a = {"self": []}
+    a["self"].append(a)
+    return a

@@ -1,0 +1,2 @@
+def main():
+    return {"ok": {1: "one"}}

@@ -1,0 +1,6 @@
+def down(n):
+    return down(n + 1)
+
+
+def main():
+    return down(0)

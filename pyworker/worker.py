@@ -1,0 +1,750 @@
+# Secure Script Executor worker, protocol v1: see docs/PROTOCOL.md.
+#
+# Run as: python3 -I -S -B -X utf8 -c <this source> 'v1;<preload>;<paths>'
+# with fd 3 a unix stream socket to the server. One request, one result, exit.
+#
+# Start-up cost is paid on every spawn, so nothing is imported before the ready
+# line except modules the interpreter has already loaded (sys, posix, builtins,
+# _io) and two C modules (_json, _socket). No json, socket, traceback or re.
+#
+# The script runs in this process. Everything below is written so that a
+# script which replaces builtins, sys attributes or module functions cannot
+# break the worker: every function it needs is bound before user code runs,
+# and every step that touches user objects is guarded.
+import sys
+import posix
+import builtins
+
+# Functions defined from here on look builtins up in this private copy (a
+# function captures globals['__builtins__'] when it is created), so a script
+# that does `builtins.len = None` cannot break the worker.
+__builtins__ = dict(builtins.__dict__)
+
+_write = posix.write
+_read = posix.read
+_close = posix.close
+_dup2 = posix.dup2
+_exit = posix._exit
+_settrace = sys.settrace
+_setprofile = sys.setprofile
+_setrecursionlimit = sys.setrecursionlimit
+_getrecursionlimit = sys.getrecursionlimit
+_modules = sys.modules
+_Module = type(sys)
+_str_str = str.__str__
+_int_repr = int.__repr__
+_float_repr = float.__repr__
+_float_float = float.__float__
+_stdout = sys.stdout  # the interpreter's own stdio objects, whatever the
+_stderr = sys.stderr  # script later does to sys.stdout / sys.stderr
+_dict_items = dict.items
+_list_iter = list.__iter__
+_tuple_iter = tuple.__iter__
+_type_name = type.__dict__['__qualname__'].__get__
+_type_module = type.__dict__['__module__'].__get__
+_exc_cause = BaseException.__dict__['__cause__'].__get__
+_exc_context = BaseException.__dict__['__context__'].__get__
+_exc_suppress = BaseException.__dict__['__suppress_context__'].__get__
+_exc_tb = BaseException.__dict__['__traceback__'].__get__
+_exc_str = BaseException.__str__
+
+MAX_DEPTH = 200
+MSG_CAP = 2000  # characters kept of an error message
+TB_CAP = 6000  # characters kept of a traceback (its tail)
+MEMORY_PAYLOAD = b'{"ok":false,"error":{"type":"memory_limit","message":"MemoryError"}}'
+
+
+def _fail_start(msg):
+    # One line, whatever the exception text held.
+    line = ('SSE-FAIL ' + msg.replace('\r', ' ').replace('\n', ' ')[:2000] + '\n')
+    try:
+        _write(3, line.encode('utf-8', 'backslashreplace'))
+    finally:
+        _exit(1)
+
+
+def _die(code, msg):
+    # The protocol has no frame for "the server broke the protocol" or "the
+    # result channel is gone": say why on stderr and exit; the server reports
+    # a run without a result.
+    try:
+        _write(2, ('pyworker: ' + msg + '\n').encode('utf-8', 'backslashreplace'))
+    except BaseException:
+        pass
+    _exit(code)
+
+
+try:
+    import _json
+    import _socket
+except BaseException as e:
+    _fail_start('_json/_socket: %s: %s' % (type(e).__name__, e))
+
+_esc = _json.encode_basestring_ascii
+
+
+class _NotJSON(Exception):
+    pass
+
+
+class _TooBig(Exception):
+    pass
+
+
+class _ScanContext:
+    # The attributes _json.make_scanner reads; strict JSON only.
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo = None
+
+    def parse_constant(name):
+        raise ValueError('%s is not allowed in strict JSON' % name)
+
+    parse_constant = staticmethod(parse_constant)
+
+
+_scan = _json.make_scanner(_ScanContext())
+
+
+def _decode(text):
+    i = len(text) - len(text.lstrip(' \t\r\n'))
+    try:
+        value, end = _scan(text, i)
+    except StopIteration as e:
+        raise ValueError('expected a JSON value at offset %d' % e.value)
+    if text[end:].strip(' \t\r\n'):
+        raise ValueError('extra data at offset %d' % end)
+    return value
+
+
+def _article(name):
+    return ('an ' if name[:1] in 'aeiouAEIOU' else 'a ') + name
+
+
+def _tname(t):
+    try:
+        name = _type_name(t)
+        if type(name) is str:
+            return name
+    except BaseException:
+        pass
+    return '?'
+
+
+def _path_str(path):
+    s = 'result' + ''.join(['[%d]' % p if type(p) is int else '[' + repr(p[:40] + '...' if len(p) > 40 else p) + ']' for p in path])
+    if len(s) > 300:
+        s = s[:150] + '...' + s[-150:]
+    return s
+
+
+def _encode(value, limit):
+    """Validates value as strict JSON and returns it as ASCII-only text.
+
+    Raises _NotJSON(message) or _TooBig(). One pass: validation, encoding and
+    the size check happen together, so an over-large result is abandoned as
+    soon as it is known to be too big. Subclasses of the JSON types are read
+    through the base type's own methods, never their (user) overrides.
+    """
+    out = []
+    append = out.append
+    path = []
+    active = set()  # ids of the containers on the current path: cycles
+    size = 0
+
+    def walk(v, depth):
+        nonlocal size
+        t = type(v)
+        if t is str:
+            s = _esc(v)
+        elif v is None:
+            s = 'null'
+        elif v is True:
+            s = 'true'
+        elif v is False:
+            s = 'false'
+        elif t is int or (t is not bool and issubclass(t, int)):
+            try:
+                s = _int_repr(v)
+            except ValueError:  # over sys.get_int_max_str_digits()
+                raise _NotJSON('%s is an int too large to convert to text' % _path_str(path))
+        elif t is float:
+            if v - v != 0.0:
+                raise _NotJSON('%s is a float that is not finite (%s)' % (_path_str(path), _float_repr(v)))
+            s = _float_repr(v)
+        elif t is dict or t is list or t is tuple:
+            container(v, t, depth)
+            return
+        elif issubclass(t, str):
+            s = _esc(_str_str(v))
+        elif issubclass(t, float):
+            v = _float_float(v)  # never the subclass's own __sub__/__repr__
+            if v - v != 0.0:
+                raise _NotJSON('%s is a float that is not finite (%s)' % (_path_str(path), _float_repr(v)))
+            s = _float_repr(v)
+        elif issubclass(t, dict):
+            container(v, dict, depth)
+            return
+        elif issubclass(t, list):
+            container(v, list, depth)
+            return
+        elif issubclass(t, tuple):
+            container(v, tuple, depth)
+            return
+        else:
+            raise _NotJSON('%s is %s' % (_path_str(path), _article(_tname(t))))
+        size += len(s)
+        if size > limit:
+            raise _TooBig()
+        append(s)
+
+    def container(v, base, depth):
+        nonlocal size
+        if depth >= MAX_DEPTH:
+            raise _NotJSON('%s is nested deeper than %d levels' % (_path_str(path), MAX_DEPTH))
+        key = id(v)
+        if key in active:
+            raise _NotJSON('%s contains itself (a reference cycle)' % _path_str(path))
+        active.add(key)
+        if base is dict:
+            append('{')
+            first = True
+            for k, x in _dict_items(v):
+                kt = type(k)
+                if kt is not str:
+                    if not issubclass(kt, str):
+                        raise _NotJSON('%s has a key of type %s (JSON object keys are strings)' % (_path_str(path), _tname(kt)))
+                    k = _str_str(k)
+                s = _esc(k)
+                if first:
+                    size += len(s) + 1
+                    append(s)
+                else:
+                    size += len(s) + 2
+                    append(',')
+                    append(s)
+                append(':')
+                first = False
+                path.append(k)
+                walk(x, depth + 1)
+                path.pop()
+            append('}')
+        else:
+            append('[')
+            i = 0
+            for x in (_list_iter(v) if base is list else _tuple_iter(v)):
+                if i:
+                    append(',')
+                    size += 1
+                path.append(i)
+                walk(x, depth + 1)
+                path.pop()
+                i += 1
+            append(']')
+        size += 2
+        if size > limit:
+            raise _TooBig()
+        active.discard(key)
+
+    walk(value, 0)
+    return ''.join(out)
+
+
+def _exc_line(e):
+    """CPython's last traceback line: 'module.QualName: message'."""
+    t = type(e)
+    name = _tname(t)
+    try:
+        mod = _type_module(t)
+        if type(mod) is str and mod not in ('__main__', 'builtins'):
+            name = mod + '.' + name
+    except BaseException:
+        pass
+    try:
+        msg = str(e)
+        if type(msg) is not str:
+            msg = _str_str(msg)
+    except BaseException:
+        msg = '<exception str() failed>'
+    if len(msg) > MSG_CAP:
+        msg = msg[:MSG_CAP] + '...'
+    line = name + ': ' + msg if msg else name
+    try:
+        notes = e.__dict__.get('__notes__') if type(e.__dict__) is dict else None
+        if type(notes) is list:
+            for n in notes[:10]:
+                if type(n) is str:
+                    line += '\n' + n[:MSG_CAP]
+    except BaseException:
+        pass
+    return line
+
+
+class _Source:
+    def __init__(self, script):
+        self.script = script
+        self.lines = None
+
+    def line(self, n):
+        if self.lines is None:
+            text = self.script.decode('utf-8', 'replace')
+            self.lines = text.replace('\r\n', '\n').replace('\r', '\n').split('\n')
+        if type(n) is int and 1 <= n <= len(self.lines):
+            return self.lines[n - 1].strip()
+        return ''
+
+
+def _frames(e, src):
+    """Formats e's traceback, keeping <script> frames only; returns (text, last line)."""
+    out = []
+    last = 0
+    prev = None
+    repeat = 0
+    try:
+        tb = _exc_tb(e)
+    except BaseException:
+        tb = None
+    n = 0
+    while tb is not None and n < 100000:
+        n += 1
+        code = tb.tb_frame.f_code
+        lineno = tb.tb_lineno
+        tb = tb.tb_next
+        if code.co_filename != '<script>':
+            continue
+        if type(lineno) is not int:
+            lineno = 0
+        key = (lineno, code.co_name)
+        if key == prev:
+            repeat += 1
+            if repeat >= 3:
+                continue
+        else:
+            if repeat > 3:
+                out.append('  [Previous line repeated %d more times]\n' % (repeat - 3))
+            prev = key
+            repeat = 0
+        last = lineno
+        out.append('  File "<script>", line %d, in %s\n' % (lineno, code.co_name))
+        s = src.line(lineno)
+        if s:
+            out.append('    ' + s + '\n')
+    if repeat > 3:
+        out.append('  [Previous line repeated %d more times]\n' % (repeat - 3))
+    text = ''.join(out)
+    if len(text) > TB_CAP:
+        text = '  ...\n' + text[-TB_CAP:].split('\n', 1)[-1]
+    return text, last
+
+
+def _traceback(exc, src):
+    """CPython-like traceback text of exc (and its chain); returns (text, line, last line)."""
+    chain = []
+    seen = set()
+    e = exc
+    how = None
+    while e is not None and id(e) not in seen and len(chain) < 8:
+        seen.add(id(e))
+        chain.append((e, how))
+        try:
+            cause = _exc_cause(e)
+            if cause is not None:
+                e, how = cause, 'The above exception was the direct cause of the following exception:'
+                continue
+            ctx = _exc_context(e)
+            if ctx is not None and not _exc_suppress(e):
+                e, how = ctx, 'During handling of the above exception, another exception occurred:'
+                continue
+        except BaseException:
+            pass
+        e = None
+    parts = []
+    line = 0
+    last_line = ''
+    for i in range(len(chain) - 1, -1, -1):
+        e, how = chain[i]
+        frames, fline = _frames(e, src)
+        eline = _exc_line(e)
+        if frames:
+            parts.append('Traceback (most recent call last):\n' + frames)
+        parts.append(eline + '\n')
+        if i:
+            parts.append('\n' + how + '\n\n')
+        else:
+            line, last_line = fline, eline
+    text = ''.join(parts)
+    if len(text) > TB_CAP:
+        text = 'Traceback (most recent call last):\n  ...\n' + text[-TB_CAP:].split('\n', 1)[-1]
+    return text, line, last_line
+
+
+def _syntax(e, src):
+    """CPython-like report of a compile error; returns (text, line, last line)."""
+    eline = _exc_line(e) if not isinstance(e, SyntaxError) else _tname(type(e)) + ': ' + str(e.msg or 'invalid syntax')
+    lineno = e.lineno if isinstance(e, SyntaxError) and type(e.lineno) is int else 0
+    out = []
+    if lineno:
+        out.append('  File "<script>", line %d\n' % lineno)
+        text = e.text if type(e.text) is str else src.line(lineno)
+        text = text.rstrip('\r\n')
+        body = text.lstrip()
+        if body:
+            out.append('    ' + body + '\n')
+            off, end = e.offset, e.end_offset
+            if type(off) is int and off >= 1:
+                skip = len(text) - len(body)
+                start = max(off - 1 - skip, 0)
+                if type(end) is int and end > off and e.end_lineno == lineno:
+                    width = end - off
+                else:
+                    width = 1
+                out.append('    ' + ' ' * start + '^' * min(width, max(len(body) - start, 1)) + '\n')
+    out.append(eline + '\n')
+    return ''.join(out)[-TB_CAP:], lineno, eline
+
+
+def _err(kind, message, line=0, tb=''):
+    s = '{"type":' + _esc(kind) + ',"message":' + _esc(message[:MSG_CAP])
+    if line and type(line) is int and line > 0:
+        s += ',"line":' + _int_repr(line)
+    if tb:
+        s += ',"traceback":' + _esc(tb)
+    return s + '}'
+
+
+def _exc_err(kind, e, src):
+    try:
+        tb, line, last = _traceback(e, src)
+    except MemoryError:
+        raise
+    except BaseException:
+        tb, line, last = '', 0, _tname(type(e))
+    return _err(kind, last, line, tb)
+
+
+def _fail_payload(error_json):
+    return '{"ok":false,"error":' + error_json + '}'
+
+
+def _limit_payload(n, limit):
+    return _fail_payload(_err('output_limit', 'the result is over the limit of %d bytes' % limit if n < 0 else
+                              'the result is %d bytes, over the limit of %d bytes' % (n, limit)))
+
+
+class _Capture:
+    """sys.stdout during one batch record: keeps what print() writes, capped."""
+    encoding = 'utf-8'
+    errors = 'strict'
+    newlines = None
+    closed = False
+    line_buffering = False
+
+    def __init__(self, cap):
+        self.parts = []
+        self.n = 0
+        self.cap = cap
+        self.over = False
+
+    def write(self, s):
+        t = type(s)
+        if t is not str:
+            if not issubclass(t, str):
+                raise TypeError('write() argument must be str, not ' + _tname(t))
+            s = _str_str(s)
+        n = len(s)
+        if not self.over:
+            room = self.cap - self.n
+            if n > room:
+                self.parts.append(s[:room])
+                self.n = self.cap
+                self.over = True
+            else:
+                self.parts.append(s)
+                self.n += n
+        return n
+
+    def writelines(self, lines):
+        for s in lines:
+            self.write(s)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def readable(self):
+        return False
+
+    def seekable(self):
+        return False
+
+    def fileno(self):
+        import _io
+        raise _io.UnsupportedOperation('fileno')
+
+    def text(self):
+        return ''.join(self.parts)
+
+
+def _reset_after_user_code():
+    # A script can leave a trace/profile hook or a tiny recursion limit
+    # behind; either would run user code inside, or break, the encoder (which
+    # recurses two frames per nesting level). A raised limit is the script's
+    # own choice and stays.
+    try:
+        _settrace(None)
+        _setprofile(None)
+        if _getrecursionlimit() < 1000:
+            _setrecursionlimit(1000)
+    except BaseException:
+        pass
+
+
+def _call(fn, args):
+    """Calls user code; returns (value, None) or (None, exception)."""
+    try:
+        return fn(*args), None
+    except BaseException as e:
+        return None, e
+    finally:
+        _reset_after_user_code()
+
+
+def _run_single(main, args, limit, src):
+    value, exc = _call(main, args)
+    if exc is not None:
+        if isinstance(exc, MemoryError):
+            return _fail_payload(_exc_err('memory_limit', exc, src))
+        return _fail_payload(_exc_err('runtime_error', exc, src))
+    envelope = len('{"ok":true,"result":}')
+    try:
+        text = _encode(value, limit - envelope)
+    except _NotJSON as e:
+        return _fail_payload(_err('result_not_json', e.args[0]))
+    except _TooBig:
+        return _limit_payload(-1, limit)
+    except RecursionError:
+        return _fail_payload(_err('result_not_json', 'result is nested too deeply'))
+    except MemoryError:
+        raise
+    except Exception as e:
+        # e.g. a finalizer changed a dict while it was being encoded.
+        return _fail_payload(_err('runtime_error', 'encoding the result failed: ' + _exc_line(e)))
+    return '{"ok":true,"result":' + text + '}'
+
+
+def _run_batch(main, records, limit, src):
+    real_stdout = getattr(sys, 'stdout', _stdout)
+    items = []
+    total = len('{"ok":true,"results":[]}')
+    for record in records:
+        cap = _Capture(limit)
+        try:
+            sys.stdout = cap
+        except BaseException:
+            pass
+        value, exc = _call(main, (record,))
+        try:
+            sys.stdout = real_stdout
+        except BaseException:
+            pass
+        out = cap.text()
+        if exc is not None:
+            if isinstance(exc, MemoryError):
+                return _fail_payload(_exc_err('memory_limit', exc, src))
+            item = '{"error":' + _exc_err('runtime_error', exc, src)
+        elif cap.over:
+            out = out[:256]  # a taste of it; the rest is what broke the cap
+            item = '{"error":' + _err('output_limit', "the record's stdout is over the limit of %d characters" % limit)
+        else:
+            try:
+                item = '{"result":' + _encode(value, limit)
+            except _NotJSON as e:
+                item = '{"error":' + _err('result_not_json', e.args[0])
+            except _TooBig:
+                item = '{"error":' + _err('output_limit', "the record's result is over the limit of %d bytes" % limit)
+            except RecursionError:
+                item = '{"error":' + _err('result_not_json', 'result is nested too deeply')
+            except MemoryError:
+                raise
+            except Exception as e:
+                item = '{"error":' + _err('runtime_error', 'encoding the result failed: ' + _exc_line(e))
+        item += ',"stdout":' + _esc(out) + '}'
+        total += len(item) + (1 if items else 0)  # the separating comma
+        if total > limit:
+            # The run's payload can no longer fit: stop calling main.
+            return _limit_payload(-1, limit)
+        items.append(item)
+    return '{"ok":true,"results":[' + ','.join(items) + ']}'
+
+
+def _read_exact_request():
+    buf = bytearray()
+    while True:
+        nl = buf.find(b'\n')
+        if nl >= 0:
+            break
+        if len(buf) > 256:
+            _die(2, 'request header too long')
+        chunk = _read(0, 65536)
+        if not chunk:
+            _die(2, 'EOF before the request header')
+        buf += chunk
+    parts = bytes(buf[:nl]).split(b' ')
+    if (len(parts) != 6 or parts[0] != b'SSE-REQ' or parts[1] != b'1' or parts[2] not in (b'single', b'batch')
+            or not (parts[3].isdigit() and parts[4].isdigit() and parts[5].isdigit())):
+        _die(2, 'malformed request header %r' % bytes(buf[:nl][:100]))
+    slen, ilen, limit = int(parts[3]), int(parts[4]), int(parts[5])
+    need = nl + 1 + slen + ilen
+    while len(buf) < need:
+        chunk = _read(0, min(need - len(buf), 1 << 20))
+        if not chunk:
+            _die(2, 'EOF in the request body')
+        buf += chunk
+    script = bytes(buf[nl + 1:nl + 1 + slen])
+    data = bytes(buf[nl + 1 + slen:need])
+    return parts[2] == b'batch', script, data, limit
+
+
+def _receive_output_fds(sock):
+    try:
+        msg, anc, flags, _ = sock.recvmsg(1, _socket.CMSG_SPACE(8))
+    except OSError as e:
+        _die(3, 'control socket: %s' % e)
+    fds = []
+    for level, kind, data in anc:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            for i in range(0, len(data) - len(data) % 4, 4):
+                fds.append(int.from_bytes(data[i:i + 4], sys.byteorder, signed=True))
+    if not msg:
+        _exit(0)  # the server dropped an idle worker
+    if msg != b'O' or len(fds) != 2 or flags & getattr(_socket, 'MSG_CTRUNC', 0):
+        _die(2, 'expected the output descriptors, got %r with %d descriptors' % (msg, len(fds)))
+    # Text written before now (preload chatter) belongs to nsjail's stdio.
+    for f in (_stdout, _stderr):
+        try:
+            f.flush()
+        except BaseException:
+            pass
+    _dup2(fds[0], 1)
+    _dup2(fds[1], 2)
+    for fd in fds:
+        if fd > 2:
+            _close(fd)
+
+
+def _run(sock, script, mode_batch, data, limit):
+    """Runs the request; returns the payload text (never raises for user faults)."""
+    src = _Source(script)
+    # Decode the input before any user code can interfere with the decoder.
+    args = ()
+    if data or mode_batch:
+        try:
+            value = _decode(data.decode('utf-8'))
+        except MemoryError:
+            raise
+        except BaseException as e:
+            return _fail_payload(_err('runtime_error', 'the input is not valid JSON: ' + _exc_line(e)))
+        if mode_batch and type(value) is not list:
+            return _fail_payload(_err('runtime_error', 'the batch input is not a JSON array'))
+        args = (value,)
+    try:
+        code = compile(script, '<script>', 'exec', dont_inherit=True)
+    except MemoryError:
+        raise
+    except BaseException as e:
+        tb, line, last = _syntax(e, src)
+        return _fail_payload(_err('syntax_error', last, line, tb))
+    mod = _Module('__main__')
+    ns = mod.__dict__
+    ns['__builtins__'] = builtins
+    _modules['__main__'] = mod
+    _, exc = _call(exec, (code, ns))
+    if exc is not None:
+        kind = 'memory_limit' if isinstance(exc, MemoryError) else 'runtime_error'
+        return _fail_payload(_exc_err(kind, exc, src))
+    main = ns.get('main')
+    if main is None:
+        return _fail_payload(_err('missing_main', 'the script does not define main()'))
+    if not callable(main):
+        return _fail_payload(_err('missing_main', 'main is %s, not a function' % _article(_tname(type(main)))))
+    if mode_batch:
+        return _run_batch(main, args[0], limit, src)
+    return _run_single(main, args, limit, src)
+
+
+def _finish(sock, payload, limit):
+    try:
+        body = payload.encode('ascii')
+    except BaseException:
+        body = MEMORY_PAYLOAD
+    if len(body) > limit:
+        # Only error payloads get here (results were checked while encoding):
+        # shed the traceback rather than break the cap.
+        body = _limit_payload(len(body), limit).encode('ascii') if body.startswith(b'{"ok":true') else body
+        if len(body) > limit and b'"traceback"' in body:
+            body = body[:body.rfind(b',"traceback":')] + b'}}'
+    frame = b'SSE-RES ' + _int_repr(len(body)).encode('ascii') + b'\n' + body
+    # The script's buffered output goes out before fds 1 and 2 close, so the
+    # server sees EOF on both as soon as the result is on its way.
+    for f in (getattr(sys, 'stdout', None), getattr(sys, 'stderr', None), _stdout, _stderr):
+        try:
+            f.flush()
+        except BaseException:
+            pass
+    for fd in (1, 2):
+        try:
+            _close(fd)
+        except BaseException:
+            pass
+    try:
+        sock.sendall(frame)
+    except BaseException:
+        _exit(3)  # the script closed or replaced fd 3: no result to give
+    _exit(0)
+
+
+def _start():
+    arg = sys.argv[1] if len(sys.argv) > 1 else ''
+    parts = arg.split(';', 2)
+    if len(parts) != 3 or parts[0] != 'v1':
+        _fail_start('configuration %r is not v1;<preload>;<paths>' % arg[:200])
+    sys.path.extend([p for p in parts[2].split(':') if p])
+    for name in [m for m in parts[1].split(',') if m]:
+        try:
+            __import__(name)
+        except BaseException as e:
+            _fail_start('%s: %s' % (name, _exc_line(e)))
+    sys.argv[:] = ['<script>']
+    try:
+        sock = _socket.socket(fileno=3)
+        sock.sendall(b'SSE-READY 1\n')
+    except BaseException as e:
+        _die(3, 'control socket: %s' % e)
+    return sock
+
+
+def _main():
+    sock = _start()
+    _receive_output_fds(sock)
+    batch, script, data, limit = _read_exact_request()
+    try:
+        payload = _run(sock, script, batch, data, limit)
+    except MemoryError:
+        payload = None
+    except BaseException as e:
+        try:
+            payload = _fail_payload(_err('runtime_error', 'worker error: ' + _exc_line(e)))
+        except BaseException:
+            payload = None
+    _finish(sock, payload if payload is not None else MEMORY_PAYLOAD.decode('ascii'), limit)
+
+
+_main()
