@@ -22,6 +22,40 @@ var DefaultSeccompPolicy string
 // SeccompNone as Config.SeccompPolicy disables seccomp filtering.
 const SeccompNone = "none"
 
+// workerInJail is where the compiled worker is mounted inside every jail.
+const workerInJail = "/opt/pyworker/worker.pyc"
+
+// compileWorker compiles pyworker.Source once, with the jail's own
+// interpreter, into a .pyc file in a new private folder. Started as
+// `python3 worker.pyc`, the interpreter unmarshals the code instead of
+// compiling 25 KB of source on every spawn (3.6 ms of CPU each, here).
+func compileWorker(python string) (dir, pyc string, err error) {
+	cmd := exec.Command(python, "-I", "-S", "-B", "-c",
+		"import sys, marshal, importlib.util\n"+
+			"code = compile(sys.stdin.buffer.read(), '<pyworker>', 'exec', dont_inherit=True)\n"+
+			"sys.stdout.buffer.write(importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code))\n")
+	cmd.Stdin = strings.NewReader(pyworker.Source)
+	out, err := cmd.Output()
+	if err != nil {
+		return "", "", fmt.Errorf("compile the worker with %s: %w", python, err)
+	}
+	dir, err = os.MkdirTemp("", "executor-pyworker-")
+	if err != nil {
+		return "", "", err
+	}
+	// Jails read it as an unprivileged uid: the folder must be searchable.
+	pyc = filepath.Join(dir, "worker.pyc")
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
+		return "", "", err
+	}
+	if err := os.WriteFile(pyc, out, 0o444); err != nil {
+		os.RemoveAll(dir)
+		return "", "", err
+	}
+	return dir, pyc, nil
+}
+
 // jailUID is the uid (and gid) the script has inside its user namespace. It
 // maps to a different unprivileged host uid for every live jail.
 const jailUID = 1000
@@ -116,6 +150,7 @@ func (s *Supervisor) args(hostUID int) []string {
 	for _, p := range s.layout.roBinds {
 		a = append(a, "--bindmount_ro", p)
 	}
+	a = append(a, "--bindmount_ro", s.workerPyc+":"+workerInJail)
 	for _, sl := range s.layout.symlinks {
 		a = append(a, "--symlink", sl)
 	}
@@ -150,7 +185,7 @@ func (s *Supervisor) args(hostUID int) []string {
 	}
 	a = append(a, "--",
 		s.layout.python, "-I", "-S", "-B", "-X", "utf8",
-		"-c", pyworker.Source,
+		workerInJail,
 		pyworker.Arg(c.Preload, c.PythonPath),
 	)
 	return a

@@ -20,10 +20,12 @@ import (
 
 // Supervisor starts jails that share one Config.
 type Supervisor struct {
-	cfg    Config
-	layout layout
-	cg     cgroupSetup
-	uids   *uidRange
+	cfg       Config
+	layout    layout
+	cg        cgroupSetup
+	uids      *uidRange
+	workerDir string // private folder holding workerPyc
+	workerPyc string
 }
 
 // UIDRange is the block of unprivileged host uids given to jails, one per live
@@ -45,12 +47,22 @@ func New(c Config, uids UIDRange) (*Supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jailproc: %w", err)
 	}
+	if err := pyworker.ValidateArg(c.Preload, c.PythonPath); err != nil {
+		return nil, fmt.Errorf("jailproc: %w", err)
+	}
 	cg, err := prepareCgroups(c)
 	if err != nil {
 		return nil, fmt.Errorf("jailproc: %w", err)
 	}
-	return &Supervisor{cfg: c, layout: l, cg: cg, uids: newUIDRange(uids.Base, uids.Size)}, nil
+	dir, pyc, err := compileWorker(l.python)
+	if err != nil {
+		return nil, fmt.Errorf("jailproc: %w", err)
+	}
+	return &Supervisor{cfg: c, layout: l, cg: cg, uids: newUIDRange(uids.Base, uids.Size), workerDir: dir, workerPyc: pyc}, nil
 }
+
+// Close removes the supervisor's files. Call it after every jail is gone.
+func (s *Supervisor) Close() error { return os.RemoveAll(s.workerDir) }
 
 // Cgroups reports which cgroup hierarchy enforces memory and process limits,
 // and why none does when the answer is CgroupNone.

@@ -1,6 +1,7 @@
 package jailproc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,10 @@ var ErrUsed = errors.New("jailproc: worker already used")
 // wait, and never longer than this.
 const outputGrace = 50 * time.Millisecond
 
+// smallRequest is the largest request written synchronously: well below the
+// 64 KiB a Linux pipe buffers, so the write never waits for the worker.
+const smallRequest = 48 << 10
+
 // Run hands req to the worker and returns how the run ended. The process is
 // spent afterwards whatever happened: the caller must Kill it. A non-nil error
 // means the supervisor failed (the run's outcome is unknown); script failures
@@ -39,6 +44,37 @@ func (p *Process) Run(ctx context.Context, req Request) (Result, error) {
 	// so PRIO_USER reaches exactly its processes.
 	if err := syscall.Setpriority(syscall.PRIO_USER, p.uid, 0); err != nil {
 		p.s.cfg.Log("jailproc: raise worker priority", "uid", p.uid, "err", err)
+	}
+
+	var frame bytes.Buffer
+	frame.Grow(len(req.Script) + len(req.Input) + 64)
+	if err := pyworker.WriteRequest(&frame, pyworker.Request{
+		Batch:          req.Mode == ModeBatch,
+		Script:         req.Script,
+		Input:          req.Input,
+		MaxResultBytes: p.s.cfg.MaxResult,
+	}); err != nil {
+		return Result{}, fmt.Errorf("jailproc: run: %w", err)
+	}
+	start := time.Now()
+	deadline := start.Add(timeout)
+	p.ctrl.SetReadDeadline(deadline)
+	p.stdin.SetWriteDeadline(deadline)
+	// A request that fits in the pipe buffer is written before the worker
+	// is woken by its output pipes, in one write, so that it finds the whole
+	// request at once. A larger one is written concurrently, as the worker
+	// reads it.
+	if frame.Len() <= smallRequest {
+		_, err := p.stdin.Write(frame.Bytes())
+		p.stdin.Close() // the script sees EOF on stdin
+		if err != nil {
+			return Result{}, fmt.Errorf("jailproc: run: write request: %w", err)
+		}
+	} else {
+		go func() {
+			p.stdin.Write(frame.Bytes())
+			p.stdin.Close()
+		}()
 	}
 
 	outR, outW, err := outputPipe()
@@ -63,36 +99,24 @@ func (p *Process) Run(ctx context.Context, req Request) (Result, error) {
 	stdout := newCapture(outR, p.s.cfg.MaxStdout)
 	stderr := newCapture(errR, p.s.cfg.MaxStderr)
 
-	start := time.Now()
-	deadline := start.Add(timeout)
-	p.ctrl.SetReadDeadline(deadline)
-	p.stdin.SetWriteDeadline(deadline)
-	go func() {
-		// A large script fills the pipe before the worker reads it, so the
-		// write must not block the select below.
-		pyworker.WriteRequest(p.stdin, pyworker.Request{
-			Batch:          req.Mode == ModeBatch,
-			Script:         req.Script,
-			Input:          req.Input,
-			MaxResultBytes: p.s.cfg.MaxResult,
-		})
-		p.stdin.Close() // the script sees EOF on stdin
-	}()
-
-	type frame struct {
+	type reply struct {
 		res pyworker.Result
 		err error
 	}
-	frames := make(chan frame, 1)
+	replies := make(chan reply, 1)
 	go func() {
 		r, err := pyworker.ReadResult(p.ctrlR, p.s.cfg.MaxResult)
-		frames <- frame{r, err}
+		if err == nil {
+			// A script can forge a well-formed frame of the other mode.
+			err = r.CheckMode(req.Mode == ModeBatch)
+		}
+		replies <- reply{r, err}
 	}()
 
 	var res Result
 	select {
-	case f := <-frames:
-		res = p.classify(f.res, f.err, timeout)
+	case r := <-replies:
+		res = p.classify(r.res, r.err, timeout)
 	case <-stdout.overflow:
 		res = p.limit(StatusOutputLimit, fmt.Sprintf("the script printed more than %d bytes to stdout", p.s.cfg.MaxStdout))
 	case <-stderr.overflow:

@@ -711,6 +711,45 @@ def _finish(sock, payload, limit):
     _exit(0)
 
 
+_PREWARM_SCRIPT = b'''
+import math
+class Record:
+    def __init__(self, d): self.d = dict(d)
+def main(rec=None, *args, **kw):
+    out = {k.strip().lower(): v for k, v in (rec or {}).items() if v is not None}
+    xs = [i * 2 for i in range(3) if i % 2 == 0]
+    try:
+        total = sum(xs) / len(xs)
+    except (ZeroDivisionError, KeyError) as e:
+        total = None
+    print(f"{len(out)} fields", "ok", sep=", ")
+    return {"fields": out, "total": total, "ok": True, "tags": ("a", "b"), "n": 1.5, "e": lambda: None}
+'''
+
+
+def _prewarm():
+    # The first compile() in a fresh interpreter costs ~0.9 ms (parser and
+    # compiler state warming up); later ones of a small script ~20 us. Pay it
+    # here, before the ready line, while the worker is a nice-19 background
+    # spawn, instead of on the request path. The same goes for the encoder and
+    # the decoder. Nothing of this survives into the script's namespace.
+    try:
+        code = compile(_PREWARM_SCRIPT, '<prewarm>', 'exec', dont_inherit=True)
+        ns = {'__name__': '__prewarm__', '__builtins__': builtins}
+        exec(code, ns)
+        real = sys.stdout
+        sys.stdout = _Capture(1 << 10)
+        try:
+            value = ns['main']({' A ': 1, 'b': None})
+        finally:
+            sys.stdout = real
+        value.pop('e', None)
+        _encode(value, 1 << 10)
+        _decode('{"a": [1, 2.5, null, true, "x\u00e9"]}')
+    except BaseException:
+        pass
+
+
 def _start():
     arg = sys.argv[1] if len(sys.argv) > 1 else ''
     parts = arg.split(';', 2)
@@ -723,6 +762,7 @@ def _start():
         except BaseException as e:
             _fail_start('%s: %s' % (name, _exc_line(e)))
     sys.argv[:] = ['<script>']
+    _prewarm()
     try:
         sock = _socket.socket(fileno=3)
         sock.sendall(b'SSE-READY 1\n')

@@ -242,6 +242,9 @@ func (a *App) Close(ctx context.Context) error {
 		a.metricsSrv.Shutdown(ctx)
 	}
 	a.pool.Close()
+	if err := a.sup.Close(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
