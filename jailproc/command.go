@@ -108,6 +108,12 @@ func discoverLayout(c Config) (layout, error) {
 			l.symlinks = append(l.symlinks, target+":"+link)
 		}
 	}
+	// Debian picks BLAS/LAPACK (and other) shared libraries through links in
+	// /etc/alternatives: without it numpy cannot load libblas.so.3. The
+	// folder holds only symbolic links, nothing secret.
+	if st, err := os.Stat("/etc/alternatives"); err == nil && st.IsDir() {
+		l.roBinds = append(l.roBinds, "/etc/alternatives")
+	}
 	l.roBinds = append(l.roBinds, c.PythonPath...)
 	return l, nil
 }

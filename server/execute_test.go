@@ -23,7 +23,7 @@ func sharedServer(t *testing.T) *server {
 	t.Helper()
 	sharedOnce.Do(func() {
 		// Not t.Cleanup-bound to the first test: TestMain stops it.
-		shared = startServerUnmanaged(t, nil, "--timeout", "3s", "--max-stdout", "64KiB", "--max-result", "256KiB", "--memory-limit", "128MiB")
+		shared = startServerUnmanaged(t, nil, "--timeout", "3s", "--max-stdout", "64KiB", "--max-result", "1MiB", "--memory-limit", "128MiB")
 		shared.waitReady()
 	})
 	if shared == nil {
