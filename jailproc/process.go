@@ -171,7 +171,11 @@ func (s *Supervisor) Start(ctx context.Context) (_ *Process, err error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("jailproc: start: %w", ctx.Err())
 		}
-		return nil, &StartError{Err: err, Diagnostics: p.diag.String(), Exited: isClosed(p.exited), ExitCode: p.exitCode}
+		failed := &StartError{Err: err, Diagnostics: p.diag.String(), Exited: isClosed(p.exited)}
+		if failed.Exited {
+			failed.ExitCode = p.exitCode // written before exited was closed
+		}
+		return nil, failed
 	}
 	p.ctrl.SetReadDeadline(time.Time{})
 	p.childPID = childOf(cmd.Process.Pid)

