@@ -66,7 +66,7 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 		Log: func(msg string, args ...any) {
 			log.Warn(msg, args...)
 		},
-	}, jailproc.UIDRange{Base: cfg.UIDBase, Size: cfg.MaxWorkers})
+	}, jailproc.UIDRange{Base: cfg.UIDBase, Size: uidRangeSize(cfg.MaxWorkers)})
 	if err != nil {
 		return nil, err
 	}
@@ -122,6 +122,12 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 	a.api = httpapi.New(apiCfg, (*runner)(a))
 	return a, nil
 }
+
+// uidRangeSize is how many host uids jails may use. More than MaxWorkers:
+// puddle frees a destroyed worker's slot at once while the jail is still being
+// torn down in the background, holding its uid for a few milliseconds more,
+// so a replacement must find another uid free.
+func uidRangeSize(maxWorkers int) int { return 4*maxWorkers + 16 }
 
 // runner adapts the pool to the API: ready also requires the self-test.
 type runner App

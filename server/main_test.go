@@ -175,8 +175,9 @@ func jsonEq(t *testing.T, got any, want string) {
 
 // jailProcesses lists what is left of jails on the host: processes running
 // as a uid of the jail range, and nsjail processes started by this test binary.
-func jailProcesses(t *testing.T, uidBase, n int) []string {
+func jailProcesses(t *testing.T, uidBase, maxWorkers int) []string {
 	t.Helper()
+	n := uidRangeSize(maxWorkers)
 	var found []string
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
