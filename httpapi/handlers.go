@@ -118,10 +118,13 @@ func (s *Server) decodeAndRun(c *fiber.Ctx, mode jailproc.Mode) (jailproc.Result
 	defer cancel()
 
 	s.rec.ExecutionStarted()
+	runStart := time.Now()
 	res, err := s.runner.Run(ctx, req)
+	info.runTime = time.Since(runStart)
 	s.rec.ExecutionFinished()
 
 	info.ran, info.execTime = true, res.Duration
+	info.stdoutBytes, info.stderrBytes = len(res.Stdout), len(res.Stderr)
 	if s.cfg.LogScripts {
 		info.stdout, info.stderr = string(res.Stdout), string(res.Stderr)
 	}

@@ -12,9 +12,12 @@ type Recorder interface {
 	// ObserveHTTP is called once for every request, after the response is
 	// written.
 	ObserveHTTP(route string, method string, status int, d time.Duration)
-	// ObserveExecution is called once for every decoded /execute or
-	// /execute/batch request that reached the runner, with the run's own
-	// duration (zero when the runner failed before running anything).
+	// ObserveExecution is called once for every /execute or /execute/batch
+	// request that reached the runner, with the run's own duration (zero
+	// when the runner failed before running anything), and once, with a
+	// zero duration and no output, for every such request refused before
+	// the runner as invalid_request, unauthorized, request_too_large or
+	// unsupported_media_type.
 	ObserveExecution(outcome string, d time.Duration, stdoutBytes, stderrBytes int)
 	// ExecutionStarted and ExecutionFinished bracket every Runner.Run call.
 	ExecutionStarted()

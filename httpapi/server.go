@@ -205,12 +205,27 @@ type requestInfo struct {
 	outcome string // "ok" or an error type
 	cause   error  // logged only
 
-	ran         bool // the request reached the runner
-	execTime    time.Duration
+	ran         bool          // the request reached the runner
+	runTime     time.Duration // the whole Runner.Run call
+	execTime    time.Duration // the script's own run (Result.Duration)
 	scriptBytes int
+	stdoutBytes int
+	stderrBytes int
 
 	// Only with Config.LogScripts.
 	script, input, stdout, stderr string
+}
+
+// rejectedOutcomes are the outcomes of /execute and /execute/batch requests
+// refused before reaching the runner that are counted as executions (with no
+// duration). Other refusals (not_found, method_not_allowed, request_timeout,
+// headers_too_large) are not execution requests and show only in the HTTP
+// metrics.
+var rejectedOutcomes = map[string]bool{
+	TypeInvalidRequest:       true,
+	TypeUnauthorized:         true,
+	TypeRequestTooLarge:      true,
+	TypeUnsupportedMediaType: true,
 }
 
 // beginRequest assigns the request id and starts the clock.
@@ -228,6 +243,12 @@ func (s *Server) finishRequest(c *fiber.Ctx, info *requestInfo) {
 	route := s.routeLabel(c.Path())
 	method := methodLabel(c.Method())
 	s.rec.ObserveHTTP(route, method, status, elapsed)
+	if !info.ran && (route == RouteExecute || route == RouteBatch) && rejectedOutcomes[info.outcome] {
+		// A request refused before it reached the runner is still an
+		// execution request: counting it keeps executions_total the
+		// denominator of every ratio and shows client mistakes by type.
+		s.rec.ObserveExecution(info.outcome, 0, 0, 0)
+	}
 
 	reqBytes := len(c.Request().Body())
 	if cl := c.Request().Header.ContentLength(); reqBytes == 0 && cl > 0 {
@@ -247,7 +268,15 @@ func (s *Server) finishRequest(c *fiber.Ctx, info *requestInfo) {
 		attrs = append(attrs, slog.Int("script_bytes", info.scriptBytes))
 	}
 	if info.ran {
-		attrs = append(attrs, slog.Float64("exec_duration_ms", ms(info.execTime)))
+		// queue_wait_ms is derived: the time Runner.Run took minus the
+		// script's own run time, so it is the wait for a worker plus the
+		// hand-over and output collection around the run (normally well
+		// under a millisecond). See docs/OBSERVABILITY.md#logs.
+		attrs = append(attrs,
+			slog.Float64("queue_wait_ms", ms(max(info.runTime-info.execTime, 0))),
+			slog.Float64("exec_duration_ms", ms(info.execTime)),
+			slog.Int("stdout_bytes", info.stdoutBytes),
+			slog.Int("stderr_bytes", info.stderrBytes))
 	}
 	if info.cause != nil {
 		attrs = append(attrs, slog.String("error", info.cause.Error()))

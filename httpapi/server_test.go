@@ -209,12 +209,15 @@ func TestRecorderGetsTheOutcomeOfEveryRunAndBracketsEachRunnerCall(t *testing.T)
 	post(t, s, "/execute", `{"script":"x"}`)
 	set(jailproc.Result{}, errors.New("bug"))
 	post(t, s, "/execute", `{"script":"x"}`)
-	// Requests that never reach the runner are not executions.
+	// Execution requests refused before the runner count too, with their
+	// type; requests that are not execution requests do not.
 	post(t, s, "/execute", `{"scri`)
 	post(t, s, "/execute", `{"script":"x"}`, "Content-Type", "text/plain")
 	do(t, s, http.MethodGet, "/healthz", "")
+	do(t, s, http.MethodGet, "/execute", "")
 
-	want := []string{"ok", "runtime_error", "timeout", "overloaded", "sandbox_unavailable", "internal"}
+	want := []string{"ok", "runtime_error", "timeout", "overloaded", "sandbox_unavailable", "internal",
+		"invalid_request", "unsupported_media_type"}
 	if strings.Join(rec.executions, ",") != strings.Join(want, ",") {
 		t.Errorf("ObserveExecution outcomes %v, want %v", rec.executions, want)
 	}
@@ -228,7 +231,7 @@ func TestRecorderGetsTheOutcomeOfEveryRunAndBracketsEachRunnerCall(t *testing.T)
 		"/execute POST OK", "/execute POST Unprocessable Entity", "/execute/batch POST Unprocessable Entity",
 		"/execute POST Too Many Requests", "/execute POST Service Unavailable",
 		"/execute POST Internal Server Error", "/execute POST Bad Request",
-		"/execute POST Unsupported Media Type", "/healthz GET OK",
+		"/execute POST Unsupported Media Type", "/healthz GET OK", "/execute GET Method Not Allowed",
 	}
 	if strings.Join(rec.http, "|") != strings.Join(wantHTTP, "|") {
 		t.Errorf("ObserveHTTP:\n got %v\nwant %v", rec.http, wantHTTP)
@@ -252,13 +255,14 @@ func TestEachRequestIsLoggedOnceWithoutScriptInputOrOutput(t *testing.T) {
 	for k, want := range map[string]any{
 		"request_id": "log-me", "method": "POST", "route": "/execute", "status": 200.0,
 		"outcome": "ok", "exec_duration_ms": 3.0, "script_bytes": 13.0,
+		"stdout_bytes": 11.0, "stderr_bytes": 11.0,
 		"request_bytes": float64(len(`{"script":"SCRIPT-SOURCE","input":"INPUT-DATA"}`)),
 	} {
 		if first[k] != want {
 			t.Errorf("log %s = %v, want %v", k, first[k], want)
 		}
 	}
-	for _, k := range []string{"duration_ms", "response_bytes"} {
+	for _, k := range []string{"duration_ms", "queue_wait_ms", "response_bytes", "stdout_bytes", "stderr_bytes"} {
 		if _, ok := first[k]; !ok {
 			t.Errorf("log line has no %s", k)
 		}
