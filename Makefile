@@ -38,5 +38,21 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzReadResult$$' -fuzztime $(FUZZTIME) ./pyworker/
 	go test -run '^$$' -fuzz '^FuzzDecodeExecuteRequest$$' -fuzztime $(FUZZTIME) ./httpapi/
 
+# `make bench`: the raw spawn ceiling of this machine (nsjail loops, no
+# server), then the warm and the cold server under bin/loadtest; prints a
+# markdown table and keeps it, with every raw output, in
+# bench/out/<timestamp>/ (docs/BENCHMARKS.md). About 4 minutes with these
+# defaults; shorter: make bench BENCH_DURATION=2s BENCH_CEILING_DURATION=2s.
+BENCH_DURATION ?= 10s
+BENCH_WARMUP ?= 2s
+BENCH_CEILING_DURATION ?= 10s
+BENCH_FLAGS ?=
+
+bench: setup build
+	go build -o bin/bench ./cmd/bench
+	BENCH_COMMAND="make bench BENCH_DURATION=$(BENCH_DURATION) BENCH_WARMUP=$(BENCH_WARMUP) BENCH_CEILING_DURATION=$(BENCH_CEILING_DURATION) $(BENCH_FLAGS)" \
+	./bin/bench -nsjail $(NSJAIL) -executor bin/executor -loadtest bin/loadtest -seccomp jailproc/seccomp.kafel \
+		-duration $(BENCH_DURATION) -warmup $(BENCH_WARMUP) -ceiling-duration $(BENCH_CEILING_DURATION) $(BENCH_FLAGS)
+
 clean:
 	rm -rf bin .tools

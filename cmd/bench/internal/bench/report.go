@@ -1,0 +1,210 @@
+package bench
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Report is everything one run measured.
+type Report struct {
+	Date    time.Time     `json:"date"`
+	Command string        `json:"command"`
+	OutDir  string        `json:"out_dir"`
+	Elapsed time.Duration `json:"elapsed_ns"`
+	Machine Machine       `json:"machine"`
+
+	Duration, Warmup, CeilingDuration time.Duration
+	AcquireTimeout                    time.Duration
+
+	Ceiling Ceiling `json:"ceiling"`
+
+	WarmTarget int   `json:"warm_target"`
+	MaxWorkers int   `json:"max_workers"`
+	Rows       []Row `json:"rows"`
+
+	Burst      BurstResult `json:"burst"`
+	RecoveryMs float64     `json:"recovery_ms"` // -1: not recovered within the limit
+}
+
+// Row is one loadtest run.
+type Row struct {
+	Server string     `json:"server"` // warm or cold
+	Key    string     `json:"key"`    // open25, open50, c1, c4, c16, c64
+	Load   string     `json:"load"`   // human description
+	File   string     `json:"file"`   // raw JSON, relative to OutDir
+	Result LoadResult `json:"result"`
+}
+
+// CeilingRate is the reference spawn rate: the best `import json` loop.
+func (r *Report) CeilingRate() float64 { return Best(r.Ceiling.ImportJSON).PerSecond }
+
+func (r *Report) row(server, key string) (Row, bool) {
+	for _, x := range r.Rows {
+		if x.Server == server && x.Key == key {
+			return x, true
+		}
+	}
+	return Row{}, false
+}
+
+// Service table columns; the test parses these.
+var serviceColumns = []string{"server", "load", "sent/s", "requests", "2xx/s", "p50 ms", "p90 ms", "p99 ms",
+	"2xx p99 ms", "max ms", "200", "429 (Retry-After)", "other", "transport errors", "raw output"}
+
+func count(m map[string]uint64, code string) uint64 { return m[code] }
+
+func others(m map[string]uint64) uint64 {
+	var n uint64
+	for k, v := range m {
+		if k != "200" && k != "429" {
+			n += v
+		}
+	}
+	return n
+}
+
+func ms(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+
+func rate(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
+
+func yesNo(ok bool) string {
+	if ok {
+		return "**yes**"
+	}
+	return "**NO**"
+}
+
+// Markdown renders the report.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	m := r.Machine
+	p("# Benchmark results\n\n")
+	p("- Date: %s\n", r.Date.UTC().Format("2006-01-02 15:04:05 UTC"))
+	p("- Command: `%s`\n", r.Command)
+	p("- Machine: %d CPUs (`nproc`), %s, Linux %s, %.1f GiB RAM\n", m.CPUs, m.Model, m.Kernel, m.MemoryGiB)
+	p("- Software: %s, %s, nsjail from the %s\n", m.Go, m.Python, m.Nsjail)
+	p("- Load average (1/5/15 min): %s before the run, %s after it\n", m.LoadBefore, m.LoadAfter)
+	p("- Durations: %v per loadtest run after a %v warmup; %v per nsjail loop measurement; the whole run took %v\n",
+		r.Duration, r.Warmup, r.CeilingDuration, r.Elapsed.Round(time.Second))
+	p("- Raw outputs: `%s`\n\n", r.OutDir)
+	p("> The machine is shared with other engineers (see the load average) and these\n")
+	p("> figures come from one run: expect a few percent of noise, more on the tails.\n\n")
+
+	ceil := r.CeilingRate()
+	p("## Raw ceiling: single-use jails per second, no server\n\n")
+	p("The server's nsjail command line (jailproc/command.go: same user mapping, binds, tmpfs /tmp, rlimits,\n")
+	p("memory+pids cgroups, seccomp policy, --iface_no_lo) in parallel loops, each jail running one interpreter.\n\n")
+	p("| command | loops | spawns | failures | seconds | spawns/s | wall ms/spawn | CPU ms/spawn |\n")
+	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, rs := range [][]SpawnResult{r.Ceiling.ImportJSON, r.Ceiling.Pass} {
+		for _, s := range rs {
+			p("| %s | %d | %d | %d | %.1f | %s | %s | %s |\n", s.Name, s.Loops, s.Spawns, s.Failures, s.Seconds, rate(s.PerSecond), ms(s.WallMs), ms(s.CPUMs))
+		}
+	}
+	bj, bp := Best(r.Ceiling.ImportJSON), Best(r.Ceiling.Pass)
+	p("\n**Ceiling** (reference, best of the loops): **%s jails/s** with `import json` (%d loops); %s jails/s with `pass` (%d loops).\n\n",
+		rate(ceil), bj.Loops, rate(bp.PerSecond), bp.Loops)
+	if len(r.Ceiling.Breakdown) > 0 {
+		p("### Where a spawn's time goes (one loop, back to back)\n\n")
+		p("| command | spawns | wall ms/spawn | CPU ms/spawn |\n| --- | ---: | ---: | ---: |\n")
+		for _, s := range r.Ceiling.Breakdown {
+			p("| %s | %d | %s | %s |\n", s.Name, s.Spawns, ms(s.WallMs), ms(s.CPUMs))
+		}
+		p("\nCPU is user+sys of nsjail and what it waited for (rusage); kernel work done\n")
+		p("asynchronously (namespace teardown in kworkers) is not in it.\n\n")
+	}
+
+	p("## Service: bin/executor under bin/loadtest\n\n")
+	p("Warm pool: warm target %d, max workers %d, acquire timeout %v. Script: the API's hello example; every\n", r.WarmTarget, r.MaxWorkers, r.AcquireTimeout)
+	p("request consumes one single-use worker. Open-loop rates are 25%% and 50%% of the ceiling above.\n")
+	p("Latency columns cover every measured request (errors included); `2xx p99` only the successful ones.\n\n")
+	p("| %s |\n|%s\n", strings.Join(serviceColumns, " | "), strings.Repeat(" --- |", len(serviceColumns)))
+	for _, x := range r.Rows {
+		res := x.Result
+		p("| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %d | %d (%d) | %d | %d | `%s` |\n",
+			x.Server, x.Load, rate(res.Rate), res.Requests, rate(res.Throughput), ms(res.Latency.P50), ms(res.Latency.P90),
+			ms(res.Latency.P99), ms(res.SuccessLatency.P99), ms(res.Latency.Max), count(res.StatusCodes, "200"),
+			count(res.StatusCodes, "429"), res.RetryAfter429, others(res.StatusCodes), res.TransportErrors, x.File)
+		if x.Server == "warm" && x.Key == "c64" {
+			bu := r.Burst
+			var other int
+			for k, v := range bu.StatusCodes {
+				if k != "200" && k != "429" {
+					other += v
+				}
+			}
+			p("| warm | burst: %d simultaneous on a warm pool | - | %d | - | %s | - | %s | - | %s | %d | %d (%d) | %d | %d | `burst.json` |\n",
+				bu.Requests, bu.Requests, ms(bu.P50), ms(bu.P99), ms(bu.Max), bu.StatusCodes["200"], bu.StatusCodes["429"],
+				bu.RetryAfter429, other, bu.TransportErrors)
+		}
+	}
+	if r.RecoveryMs >= 0 {
+		p("\nRecovery after the c=64 overload: idle workers back at the warm target (%d) **%s ms** after the load ended (polled every 50 ms).\n\n", r.WarmTarget, ms(r.RecoveryMs))
+	} else {
+		p("\nRecovery after the c=64 overload: idle workers **did not** get back to the warm target (%d) within 30 s.\n\n", r.WarmTarget)
+	}
+	if errs := r.errorSummary(); errs != "" {
+		p("Error types seen: %s\n\n", errs)
+	}
+
+	p("## Ratios and targets\n\n")
+	p("| check | measured | target | met |\n| --- | --- | --- | --- |\n")
+	w50, _ := r.row("warm", "open50")
+	c50, _ := r.row("cold", "open50")
+	w25, _ := r.row("warm", "open25")
+	c25, _ := r.row("cold", "open25")
+	w16, _ := r.row("warm", "c16")
+	w64, _ := r.row("warm", "c64")
+	ratio := func(a, b float64) float64 {
+		if b <= 0 {
+			return 0
+		}
+		return a / b
+	}
+	p("| warm p50, open loop at 50%% of ceiling (%d/s) | %s ms | < 2 ms | %s |\n", w50.Result.TargetRate, ms(w50.Result.Latency.P50), yesNo(w50.Result.Latency.P50 < 2))
+	p("| warm p99, open loop at 50%% of ceiling | %s ms | < 10 ms | %s |\n", ms(w50.Result.Latency.P99), yesNo(w50.Result.Latency.P99 < 10))
+	p("| cold p50 / warm p50 at 50%% of ceiling | %.1fx (%s / %s ms) | >= 10x | %s |\n", ratio(c50.Result.Latency.P50, w50.Result.Latency.P50),
+		ms(c50.Result.Latency.P50), ms(w50.Result.Latency.P50), yesNo(ratio(c50.Result.Latency.P50, w50.Result.Latency.P50) >= 10))
+	p("| cold p50 / warm p50 at 25%% of ceiling (%d/s) | %.1fx (%s / %s ms) | (information) | |\n", w25.Result.TargetRate,
+		ratio(c25.Result.Latency.P50, w25.Result.Latency.P50), ms(c25.Result.Latency.P50), ms(w25.Result.Latency.P50))
+	t16 := w16.Result.Throughput
+	all16 := w16.Result.Successes == w16.Result.Requests && w16.Result.TransportErrors == 0
+	p("| T16 / ceiling | %.2f (%s / %s per s) | >= 0.85 | %s |\n", ratio(t16, ceil), rate(t16), rate(ceil), yesNo(ratio(t16, ceil) >= 0.85))
+	p("| c=16: every answer 200 | %d of %d | all | %s |\n", w16.Result.Successes, w16.Result.Requests, yesNo(all16))
+	res := w64.Result
+	only := count(res.StatusCodes, "200")+count(res.StatusCodes, "429") == res.Requests && res.RetryAfter429 == count(res.StatusCodes, "429")
+	p("| c=64: only 200, or 429 with Retry-After | %d x 200, %d x 429 (%d with Retry-After), %d other | only those | %s |\n",
+		count(res.StatusCodes, "200"), count(res.StatusCodes, "429"), res.RetryAfter429, others(res.StatusCodes), yesNo(only))
+	p("| c=64: no transport errors | %d | 0 | %s |\n", res.TransportErrors, yesNo(res.TransportErrors == 0))
+	bound := float64(r.AcquireTimeout.Milliseconds()) + 500
+	p("| c=64: p99 of admitted (2xx) requests within the acquire deadline | %s ms (max of all %s ms) | <= %v + 0.5 s run/queue margin | %s |\n",
+		ms(res.SuccessLatency.P99), ms(res.Latency.Max), r.AcquireTimeout, yesNo(res.SuccessLatency.P99 <= bound))
+	rec := "not within 30 s"
+	if r.RecoveryMs >= 0 {
+		rec = ms(r.RecoveryMs) + " ms"
+	}
+	p("| recovery to full warmth after c=64 | %s | ~1 s | %s |\n", rec, yesNo(r.RecoveryMs >= 0 && r.RecoveryMs <= 1100))
+	return b.String()
+}
+
+func (r *Report) errorSummary() string {
+	var parts []string
+	for _, x := range r.Rows {
+		keys := make([]string, 0, len(x.Result.ErrorTypes))
+		for k := range x.Result.ErrorTypes {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			parts = append(parts, fmt.Sprintf("%s %s: %s x %d", x.Server, x.Key, k, x.Result.ErrorTypes[k]))
+		}
+		for _, e := range x.Result.TransportEx {
+			parts = append(parts, fmt.Sprintf("%s %s: transport: %s", x.Server, x.Key, e))
+		}
+	}
+	return strings.Join(parts, "; ")
+}

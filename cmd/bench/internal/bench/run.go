@@ -1,0 +1,205 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Run measures everything, writes the raw outputs and RESULTS.md into
+// o.OutDir, and returns the report.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	start := time.Now()
+	logf := func(format string, a ...any) {
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, format+"\n", a...)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the bench creates cgroups and maps uids for nsjail: run it as root")
+	}
+	for _, p := range []string{o.Executor, o.Loadtest, o.Nsjail, o.Seccomp} {
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("%s is missing (build it first: `make bench` does)", p)
+		}
+	}
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		return nil, err
+	}
+	r := &Report{Date: start, Command: o.Command, OutDir: o.OutDir, Machine: describeMachine(o),
+		Duration: o.Duration, Warmup: o.Warmup, CeilingDuration: o.CeilingDuration, AcquireTimeout: o.AcquireTimeout, RecoveryMs: -1}
+	logf("bench: load average before the run: %s; raw outputs in %s", r.Machine.LoadBefore, o.OutDir)
+	save := func(name string, v any) error {
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(o.OutDir, name), append(b, '\n'), 0o644)
+	}
+
+	var err error
+	r.Ceiling, err = measureCeiling(ctx, o, logf)
+	if err != nil {
+		return r, fmt.Errorf("raw ceiling: %w", err)
+	}
+	if err := save("ceiling.json", r.Ceiling); err != nil {
+		return r, err
+	}
+	ceil := r.CeilingRate()
+	rate25, rate50 := max(1, int(math.Round(ceil/4))), max(1, int(math.Round(ceil/2)))
+	logf("bench: ceiling %.1f jails/s: open-loop rates %d/s (25%%) and %d/s (50%%)", ceil, rate25, rate50)
+
+	if err := warmPhase(ctx, o, r, rate25, rate50, save, logf); err != nil {
+		return r, fmt.Errorf("warm server: %w", err)
+	}
+	if err := coldPhase(ctx, o, r, rate25, rate50, logf); err != nil {
+		return r, fmt.Errorf("cold server: %w", err)
+	}
+	r.Machine.LoadAfter = loadAvg()
+	r.Elapsed = time.Since(start)
+	if err := save("report.json", r); err != nil {
+		return r, err
+	}
+	if err := os.WriteFile(filepath.Join(o.OutDir, "RESULTS.md"), []byte(r.Markdown()), 0o644); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+type saver func(name string, v any) error
+
+func describe(mode, key string, rate, conc int) string {
+	switch key {
+	case "open25":
+		return fmt.Sprintf("open loop %d/s (25%% of ceiling)", rate)
+	case "open50":
+		return fmt.Sprintf("open loop %d/s (50%% of ceiling)", rate)
+	case "c16":
+		if mode == "warm" {
+			return "closed loop c=16 (capacity T16)"
+		}
+	}
+	return fmt.Sprintf("closed loop c=%d", conc)
+}
+
+// runRow waits for a full pool (warm mode) and runs one loadtest.
+func runRow(ctx context.Context, o Options, r *Report, s *server, key string, rate, conc int, logf func(string, ...any)) (LoadResult, error) {
+	if s.mode == "warm" {
+		if _, err := s.waitWarm(ctx, r.WarmTarget, 50*time.Millisecond, 30*time.Second); err != nil {
+			return LoadResult{}, err
+		}
+	}
+	file := fmt.Sprintf("%s-%s.json", s.mode, key)
+	res, err := s.loadtest(ctx, o, rate, conc, filepath.Join(o.OutDir, file))
+	if err != nil {
+		return res, err
+	}
+	r.Rows = append(r.Rows, Row{Server: s.mode, Key: key, Load: describe(s.mode, key, rate, conc), File: file, Result: res})
+	logf("bench: %s %-34s %7.1f/s  p50 %8.2f ms  p99 %8.2f ms  status %v  transport errors %d",
+		s.mode, describe(s.mode, key, rate, conc), res.Throughput, res.Latency.P50, res.Latency.P99, res.StatusCodes, res.TransportErrors)
+	return res, nil
+}
+
+func dumpMetrics(ctx context.Context, s *server, path string) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"/metrics", nil)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	os.WriteFile(path, b, 0o644)
+}
+
+func warmPhase(ctx context.Context, o Options, r *Report, rate25, rate50 int, save saver, logf func(string, ...any)) (err error) {
+	s, err := startServer(o, "warm", o.UIDBase+1000, filepath.Join(o.OutDir, "executor-warm.log"))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if e := s.stop(); e != nil {
+			logf("bench: cleaning up the warm server's cgroups: %v", e)
+		}
+	}()
+	if err := s.waitReady(ctx, 60*time.Second); err != nil {
+		return err
+	}
+	if r.WarmTarget, err = s.warmTarget(ctx); err != nil {
+		return err
+	}
+	if m, err := s.metrics(ctx); err == nil {
+		r.MaxWorkers = int(m["executor_pool_max_workers"])
+	}
+	for _, run := range []struct {
+		key        string
+		rate, conc int
+	}{{"c16", 0, 16}, {"open25", rate25, 0}, {"open50", rate50, 0}, {"c1", 0, 1}, {"c4", 0, 4}} {
+		if _, err := runRow(ctx, o, r, s, run.key, run.rate, run.conc, logf); err != nil {
+			return err
+		}
+	}
+	if _, err := runRow(ctx, o, r, s, "c64", 0, 64, logf); err != nil {
+		return err
+	}
+	// Recovery: from the end of the overload until the pool is full again.
+	if d, err := s.waitWarm(ctx, r.WarmTarget, 50*time.Millisecond, 30*time.Second); err == nil {
+		r.RecoveryMs = float64(d.Microseconds()) / 1000
+		logf("bench: warm pool back at %d idle workers %.0f ms after the c=64 overload", r.WarmTarget, r.RecoveryMs)
+	} else {
+		logf("bench: recovery: %v", err)
+	}
+	// Burst: W simultaneous requests on a full pool.
+	if _, err := s.waitWarm(ctx, r.WarmTarget, 50*time.Millisecond, 30*time.Second); err != nil {
+		return err
+	}
+	r.Burst = burst(ctx, s.base, r.WarmTarget)
+	logf("bench: warm burst of %d: p50 %.2f ms  p99 %.2f ms  status %v", r.WarmTarget, r.Burst.P50, r.Burst.P99, r.Burst.StatusCodes)
+	if err := save("burst.json", r.Burst); err != nil {
+		return err
+	}
+	dumpMetrics(ctx, s, filepath.Join(o.OutDir, "warm-metrics.txt"))
+	// Keep rows in reading order: open loop, then closed loop by concurrency.
+	order := map[string]int{"open25": 0, "open50": 1, "c1": 2, "c4": 3, "c16": 4, "c64": 5}
+	sortRows(r.Rows, order)
+	return nil
+}
+
+func coldPhase(ctx context.Context, o Options, r *Report, rate25, rate50 int, logf func(string, ...any)) error {
+	s, err := startServer(o, "cold", o.UIDBase+2000, filepath.Join(o.OutDir, "executor-cold.log"))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if e := s.stop(); e != nil {
+			logf("bench: cleaning up the cold server's cgroups: %v", e)
+		}
+	}()
+	if err := s.waitReady(ctx, 60*time.Second); err != nil {
+		return err
+	}
+	for _, run := range []struct {
+		key        string
+		rate, conc int
+	}{{"open25", rate25, 0}, {"open50", rate50, 0}, {"c1", 0, 1}, {"c16", 0, 16}} {
+		if _, err := runRow(ctx, o, r, s, run.key, run.rate, run.conc, logf); err != nil {
+			return err
+		}
+	}
+	dumpMetrics(ctx, s, filepath.Join(o.OutDir, "cold-metrics.txt"))
+	return nil
+}
+
+func sortRows(rows []Row, order map[string]int) {
+	for i := 1; i < len(rows); i++ {
+		for j := i; j > 0 && rows[j].Server == rows[j-1].Server && order[rows[j].Key] < order[rows[j-1].Key]; j-- {
+			rows[j], rows[j-1] = rows[j-1], rows[j]
+		}
+	}
+}

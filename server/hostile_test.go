@@ -1,0 +1,357 @@
+package server
+
+// The hostile-input suite: scripts and HTTP clients that try to break the
+// sandbox or the server, each run against one dedicated real server (real
+// nsjail, real Python). Every case asserts the exact outcome (HTTP status and
+// error type) and then that the server still answers the hello example
+// correctly. After the whole suite the server is stopped and nothing may be
+// left behind: no jail process, no cgroup, no temp file, no open fd, no heap.
+//
+// docs/SECURITY.md maps every attack to its defence and to the test name here.
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	hostileUIDBase    = 250000
+	hostileMaxWorkers = 8
+	hostileCgroup     = "executor-hostile-test"
+	// hostileSecretVar is set in the test process's (= the server's)
+	// environment; no script may ever see its value.
+	hostileSecretVar   = "EXECUTOR_TEST_SECRET"
+	hostileSecretValue = "hostile-s3cret-4f9c2a7e"
+)
+
+// hostile is the dedicated server of the suite.
+type hostile struct {
+	url string
+	s   *server
+}
+
+// hostileArgs: small limits keep the suite fast; --read-timeout 1s for the
+// slow-drip client; --max-body 2MiB so that a 1 MB script fits and 3 MiB does
+// not.
+var hostileArgs = []string{
+	"--uid-base", strconv.Itoa(hostileUIDBase),
+	"--warm-workers", "4", "--max-workers", strconv.Itoa(hostileMaxWorkers),
+	"--timeout", "2s", "--memory-limit", "128MiB", "--tmp-size", "4MiB",
+	"--max-stdout", "64KiB", "--max-stderr", "64KiB", "--max-result", "256KiB",
+	"--max-body", "2MiB", "--read-timeout", "1s",
+	"--cgroup-parent", hostileCgroup,
+	"--log-level", "info",
+}
+
+func TestHostile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the hostile suite runs real jails")
+	}
+	// The server runs in this process: its environment is ours. A secret in
+	// it must never reach a script.
+	t.Setenv(hostileSecretVar, hostileSecretValue)
+	// Everything the server writes to os.TempDir() lands here, so the suite
+	// can prove nothing is left behind.
+	tmpDir, err := os.MkdirTemp("", "executor-hostile-tmpdir-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(tmpDir)
+	// Like /tmp: jails (unprivileged uids) may need to reach what the server
+	// puts there.
+	if err := os.Chmod(tmpDir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", tmpDir)
+
+	http.DefaultClient.CloseIdleConnections()
+	fdsBefore := openFDs(t)
+	heapBefore := heapInUse()
+
+	s := startServer(t, nil, hostileArgs...)
+	s.waitReady()
+	h := &hostile{url: s.url, s: s}
+	h.hello(t)
+	heapReady := heapInUse()
+	start := time.Now()
+
+	t.Run("limits", h.testLimits)
+	t.Run("files", h.testFiles)
+	t.Run("env", h.testEnv)
+	t.Run("net", h.testNet)
+	t.Run("tenants", h.testTenants)
+	t.Run("proc", h.testProc)
+	t.Run("seccomp", h.testSeccomp)
+	t.Run("input", h.testInput)
+	t.Run("protocol", h.testProtocol)
+	t.Run("http", h.testHTTP)
+	t.Logf("hostile cases ran in %s", time.Since(start).Round(time.Millisecond))
+
+	// The server is still up: its heap must be back near where it started.
+	http.DefaultClient.CloseIdleConnections()
+	if after := heapInUse(); after > heapReady+64<<20 {
+		t.Errorf("Go heap after the suite: %d MiB, after start-up %d MiB", after>>20, heapReady>>20)
+	}
+	if code := s.stop(); code != 0 {
+		t.Fatalf("exit code %d:\n%s", code, s.logs)
+	}
+	if left := jailProcesses(t, hostileUIDBase, hostileMaxWorkers); len(left) > 0 {
+		t.Errorf("jail processes left after the suite: %v", left)
+	}
+	for _, ctl := range []string{"memory", "pids"} {
+		entries, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", ctl, hostileCgroup))
+		for _, e := range entries {
+			if e.IsDir() && strings.HasPrefix(e.Name(), "NSJAIL.") {
+				t.Errorf("cgroup left behind: %s/%s/%s", ctl, hostileCgroup, e.Name())
+			}
+		}
+	}
+	if entries, _ := os.ReadDir(tmpDir); len(entries) > 0 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("temp files left in TMPDIR: %v", names)
+	}
+	if left := filesOwnedByJailUIDs("/tmp", "/dev/shm", "/var/tmp"); len(left) > 0 {
+		t.Errorf("files owned by jail uids left on the host: %v", left)
+	}
+	http.DefaultClient.CloseIdleConnections()
+	time.Sleep(100 * time.Millisecond)
+	if after := openFDs(t); after > fdsBefore+2 {
+		t.Errorf("open fds: %d before the suite, %d after", fdsBefore, after)
+	}
+	if after := heapInUse(); after > heapBefore+32<<20 {
+		t.Errorf("Go heap after stop: %d MiB, before start %d MiB", after>>20, heapBefore>>20)
+	}
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// filesOwnedByJailUIDs lists files under dirs (not deeper than 3 levels)
+// owned by a uid of the suite's jail range: what a jail could have left on the
+// host.
+func filesOwnedByJailUIDs(dirs ...string) []string {
+	var found []string
+	for _, dir := range dirs {
+		base := strings.Count(dir, "/")
+		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			if d.IsDir() && strings.Count(p, "/")-base > 3 {
+				return filepath.SkipDir
+			}
+			if info, err := d.Info(); err == nil {
+				if st, ok := info.Sys().(*syscall.Stat_t); ok && inJailRange(int(st.Uid)) {
+					found = append(found, p)
+				}
+			}
+			return nil
+		})
+	}
+	return found
+}
+
+// hcase is one hostile script and its exact expected outcome.
+type hcase struct {
+	name   string
+	script string
+	extra  []string // more JSON fields of the request, e.g. `"input": 1`
+	status int      // 200 or 422
+	typ    string   // the error type when status is 422
+	msg    string   // a substring the error message must hold ("" = any)
+	check  func(t *testing.T, r response)
+}
+
+// runCases runs each case as a subtest: the outcome, then the hello check.
+func (h *hostile) runCases(t *testing.T, cases []hcase) {
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { h.run(t, c) })
+	}
+}
+
+func (h *hostile) run(t *testing.T, c hcase) response {
+	t.Helper()
+	r := h.execute(t, c.script, c.extra...)
+	h.expect(t, r, c.status, c.typ)
+	if c.msg != "" && !strings.Contains(errMessage(r), c.msg) {
+		t.Errorf("error message %q lacks %q", errMessage(r), c.msg)
+	}
+	if c.check != nil {
+		c.check(t, r)
+	}
+	h.hello(t)
+	return r
+}
+
+func (h *hostile) expect(t *testing.T, r response, status int, typ string) {
+	t.Helper()
+	if r.Status != status || errType(r) != typ {
+		t.Fatalf("status %d type %q, want %d %q: %.3000s", r.Status, errType(r), status, typ, r.Raw)
+	}
+	if status == 500 || errType(r) == "internal" {
+		t.Fatalf("internal error: %s", r.Raw)
+	}
+}
+
+// hello proves the server still answers a normal request correctly.
+func (h *hostile) hello(t *testing.T) {
+	t.Helper()
+	r := h.execute(t, hello)
+	if r.Status != 200 || r.Body["stdout"] != "hello\n" {
+		t.Fatalf("the server no longer answers hello correctly: %d %s", r.Status, r.Raw)
+	}
+	jsonEq(t, r.Body["result"], `{"msg": "done"}`)
+}
+
+// execute and post are server.execute and server.post bound to the subtest's
+// own t (the server's t belongs to the top-level test).
+func (h *hostile) execute(t *testing.T, script string, extra ...string) response {
+	t.Helper()
+	b, _ := json.Marshal(script)
+	body := `{"script":` + string(b)
+	for _, e := range extra {
+		body += "," + e
+	}
+	return h.post(t, "/execute", "application/json", body+"}")
+}
+
+func (h *hostile) post(t *testing.T, path, contentType, body string) response {
+	t.Helper()
+	req, err := http.NewRequest("POST", h.url+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "-" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	r := response{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
+	if err := json.Unmarshal(raw, &r.Body); err != nil {
+		t.Fatalf("response is not JSON (status %d): %.500q", resp.StatusCode, raw)
+	}
+	return r
+}
+
+// result decodes the 200 answer's result into v.
+func result(t *testing.T, r response, v any) {
+	t.Helper()
+	b, _ := json.Marshal(r.Body["result"])
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("result %s: %v", b, err)
+	}
+}
+
+// procInfo is what the host sees of one process.
+type procInfo struct {
+	pid, ppid int
+	name      string
+	uids      []int // real, effective, saved, fs
+	fields    map[string]string
+	cmdline   []string
+}
+
+func hostProcesses() []procInfo {
+	var out []procInfo
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		f, err := os.Open(filepath.Join("/proc", e.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		p := procInfo{pid: pid, fields: map[string]string{}}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			k, v, _ := strings.Cut(sc.Text(), ":")
+			v = strings.TrimSpace(v)
+			p.fields[k] = v
+			switch k {
+			case "Name":
+				p.name = v
+			case "PPid":
+				p.ppid, _ = strconv.Atoi(v)
+			case "Uid":
+				for _, u := range strings.Fields(v) {
+					n, _ := strconv.Atoi(u)
+					p.uids = append(p.uids, n)
+				}
+			}
+		}
+		f.Close()
+		cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		p.cmdline = strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")
+		out = append(out, p)
+	}
+	return out
+}
+
+// inJailRange: the server gives jails uidRangeSize(--max-workers) uids.
+func inJailRange(uid int) bool {
+	return uid >= hostileUIDBase && uid < hostileUIDBase+uidRangeSize(hostileMaxWorkers)
+}
+
+// nsjailUID returns the host uid an nsjail command line maps the jail to.
+func nsjailUID(cmdline []string) (int, bool) {
+	for i, a := range cmdline {
+		if a == "--user" && i+1 < len(cmdline) {
+			var in, out, n int
+			if c, _ := fmt.Sscanf(cmdline[i+1], "%d:%d:%d", &in, &out, &n); c == 3 {
+				return out, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// waitNoStrayJailProcesses waits until every jail uid of the suite runs at
+// most one process (the idle worker of a warm jail): whatever a finished
+// script forked has died with its jail.
+func waitNoStrayJailProcesses(t *testing.T) {
+	t.Helper()
+	var stray []string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		perUID := map[int][]string{}
+		for _, p := range hostProcesses() {
+			if len(p.uids) > 0 && inJailRange(p.uids[0]) {
+				perUID[p.uids[0]] = append(perUID[p.uids[0]], fmt.Sprintf("pid %d %s", p.pid, p.name))
+			}
+		}
+		stray = nil
+		for uid, ps := range perUID {
+			if len(ps) > 1 {
+				stray = append(stray, fmt.Sprintf("uid %d: %v", uid, ps))
+			}
+		}
+		if len(stray) == 0 {
+			return
+		}
+	}
+	t.Fatalf("processes of finished jails are still alive: %v", stray)
+}
