@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/secure-script-executor/executor/pyworker"
 )
@@ -39,7 +40,17 @@ func compileWorker(python string) (dir, pyc string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("compile the worker with %s: %w", python, err)
 	}
-	dir, err = os.MkdirTemp("", "executor-pyworker-")
+	// nsjail resolves bind-mount sources as the jail's unprivileged uid, so
+	// every folder above the file must be searchable by others: a private
+	// $TMPDIR (0700) would make every spawn fail.
+	parent := os.TempDir()
+	if !searchableByAll(parent) {
+		parent = "/tmp"
+	}
+	if !searchableByAll(parent) {
+		return "", "", fmt.Errorf("no folder searchable by the jails' uids to hold the worker (tried %s and /tmp)", os.TempDir())
+	}
+	dir, err = os.MkdirTemp(parent, "executor-pyworker-")
 	if err != nil {
 		return "", "", err
 	}
@@ -54,6 +65,25 @@ func compileWorker(python string) (dir, pyc string, err error) {
 		return "", "", err
 	}
 	return dir, pyc, nil
+}
+
+// searchableByAll reports whether path and every folder above it can be
+// traversed by any uid (the execute bit for others).
+func searchableByAll(path string) bool {
+	path, err := filepath.Abs(path)
+	if err != nil {
+		return false
+	}
+	for {
+		st, err := os.Stat(path)
+		if err != nil || st.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if path == "/" {
+			return true
+		}
+		path = filepath.Dir(path)
+	}
 }
 
 // jailUID is the uid (and gid) the script has inside its user namespace. It
@@ -137,7 +167,7 @@ func (s *Supervisor) args(hostUID int) []string {
 		"--nice_level", "19",
 		"--iface_no_lo", // no interface up: no loopback, no DNS, nothing
 		"--rlimit_as", strconv.FormatInt(ceilMiB(c.AddressSpaceLimit), 10),
-		"--rlimit_cpu", strconv.Itoa(int(c.Timeout.Seconds()) + 2),
+		"--rlimit_cpu", strconv.Itoa(int(s.cpuLimit().Seconds())),
 		"--rlimit_fsize", strconv.FormatInt(ceilMiB(c.TmpSize), 10),
 		"--rlimit_nofile", strconv.Itoa(c.MaxOpenFiles),
 		"--rlimit_nproc", strconv.Itoa(c.MaxProcs),
@@ -195,6 +225,12 @@ func (s *Supervisor) args(hostUID int) []string {
 		pyworker.Arg(c.Preload, c.PythonPath),
 	)
 	return a
+}
+
+// cpuLimit is RLIMIT_CPU of a jail: a backstop behind the wall-clock
+// deadline, reached first only by a script burning several cores at once.
+func (s *Supervisor) cpuLimit() time.Duration {
+	return time.Duration(int(s.cfg.Timeout.Seconds())+2) * time.Second
 }
 
 func ceilMiB(n int64) int64 { return (n + mib - 1) / mib }

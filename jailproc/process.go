@@ -85,6 +85,8 @@ type Process struct {
 
 	exited   chan struct{} // closed once nsjail has been reaped
 	exitCode int           // nsjail's exit status, valid after exited
+	cpuTime  time.Duration // CPU time of nsjail and the jail's processes, valid after exited
+	maxRSS   int64         // peak resident memory of nsjail or a jail process in bytes, valid after exited
 
 	used     atomic.Bool
 	killOnce sync.Once
@@ -207,6 +209,11 @@ func (e *StartError) Unwrap() error { return e.Err }
 func (p *Process) wait() {
 	err := p.cmd.Wait()
 	p.exitCode = p.cmd.ProcessState.ExitCode()
+	// nsjail's rusage covers the jail's processes too: it reaped them.
+	p.cpuTime = p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
+	if ru, ok := p.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		p.maxRSS = ru.Maxrss << 10 // KiB on Linux
+	}
 	if err != nil && p.exitCode < 0 {
 		p.exitCode = 128 + int(syscall.SIGKILL)
 	}

@@ -211,3 +211,44 @@ func TestLiveJailsNeverShareAHostUID(t *testing.T) {
 		p.Kill()
 	}
 }
+
+func TestDeathByCPULimitIsATimeoutAndDeathByOOMIsAMemoryLimit(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: realNsjail(t), MemoryLimit: 96 << 20, Timeout: 5 * time.Second, CgroupParent: "executor-jailproc-kill"}, 320700)
+	run := func(script string) jailproc.Result {
+		t.Helper()
+		p, err := s.Start(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Kill()
+		res, err := p.Run(context.Background(), jailproc.Request{Mode: jailproc.ModeSingle, Script: []byte(script)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	// The script lowers its own CPU limit: the kernel SIGKILLs it at 1 s of
+	// CPU, long before the 5 s deadline.
+	res := run("import resource\ndef main():\n    resource.setrlimit(resource.RLIMIT_CPU, (1, 1))\n    while True:\n        pass\n")
+	if res.Status != jailproc.StatusTimeout {
+		t.Fatalf("CPU limit: %s %+v", res.Status, res.Error)
+	}
+	res = run("def main():\n    xs = []\n    while True:\n        xs.append(bytearray(1 << 20))\n")
+	if res.Status != jailproc.StatusMemoryLimit {
+		t.Fatalf("OOM: %s %+v", res.Status, res.Error)
+	}
+}
+
+func TestAPrivateTMPDIRDoesNotBreakSpawns(t *testing.T) {
+	private := filepath.Join(t.TempDir(), "private")
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", private)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: realNsjail(t)}, 320800)
+	p, err := s.Start(context.Background())
+	if err != nil {
+		t.Fatalf("spawn with TMPDIR=%s (0700): %v", private, err)
+	}
+	p.Kill()
+}

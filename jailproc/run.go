@@ -188,12 +188,16 @@ func (p *Process) died() Result {
 	}
 	// nsjail exits with 128+N when the jailed process died of signal N.
 	switch sig := syscall.Signal(code - 128); {
-	case code > 128 && sig == syscall.SIGKILL:
-		// Nobody but the kernel sends SIGKILL into the jail before we do:
-		// the cgroup OOM killer.
+	case code > 128 && sig == syscall.SIGKILL && p.maxRSS >= p.s.cfg.MemoryLimit*3/4:
+		// Only the kernel sends SIGKILL into the jail before we do: the
+		// cgroup OOM killer, which this peak RSS points to...
 		return fail(StatusMemoryLimit, fmt.Sprintf("the script used more than its %d MiB memory limit and was killed", p.s.cfg.MemoryLimit/mib))
-	case code > 128 && sig == syscall.SIGXCPU:
-		return fail(StatusTimeout, "the script used more CPU time than allowed")
+	case code > 128 && (sig == syscall.SIGKILL || sig == syscall.SIGXCPU):
+		// ...or RLIMIT_CPU: its soft and hard limits are equal and the worker
+		// is pid 1 of its namespace, which ignores SIGXCPU, so the kernel's
+		// SIGKILL at the hard limit ends it (also when the script lowered
+		// its own limit).
+		return fail(StatusTimeout, fmt.Sprintf("the script used up its CPU time limit (%s of CPU in the jail)", p.cpuTime.Round(time.Millisecond)))
 	case code > 128 && sig == syscall.SIGSYS:
 		return fail(StatusRuntimeError, "the script made a system call that the sandbox forbids")
 	case code > 128:
