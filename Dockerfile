@@ -110,6 +110,9 @@ HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
     CMD ["/usr/bin/python3", "-I", "-S", "-c", "import http.client,os,sys; c=http.client.HTTPConnection('127.0.0.1', int(os.environ.get('PORT') or 8080), timeout=2); c.request('GET', '/healthz'); sys.exit(0 if c.getresponse().status == 200 else 1)"]
 
 # The server drains in-flight runs on SIGTERM (EXECUTOR_SHUTDOWN_GRACE, default
-# in the server). Give `docker stop` more than that: docker stop -t 30.
+# in the server: 25s). Give `docker stop` more than that: docker stop -t 35 or
+# docker run --stop-timeout 35. SIGINT drains the same way. Exit codes: 0 after
+# a clean drain, 1 when runs had to be abandoned past the grace, 2 for bad
+# configuration (docs/DEPLOY.md, "Life cycle and exit codes").
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/executor"]

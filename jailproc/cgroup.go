@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // CgroupVersion is the cgroup hierarchy the jails use.
@@ -85,10 +86,26 @@ func prepareV1(s *cgroupSetup) error {
 	return nil
 }
 
+// cgroupWriteFile writes one cgroup control file. Tests replace it to
+// emulate the kernel's answers (EBUSY) on a fake cgroupfs tree.
+var cgroupWriteFile = func(name string, data []byte) error {
+	return os.WriteFile(name, data, 0o644)
+}
+
 // prepareV2 creates <root>/<parent> and delegates memory and pids to it. A
 // cgroup v2 group can only enable a controller for its children when its own
 // parent has enabled it, and only while it holds no processes itself, which
 // is why the jails live one level below a process-free parent.
+//
+// In a private cgroup namespace (Docker --cgroupns=private, containerd and
+// CRI-O on cgroup v2) <root> is the container's own cgroup and holds the
+// container's processes (tini, this server), so enabling controllers in its
+// cgroup.subtree_control fails with EBUSY ("no internal processes" rule).
+// prepareV2 then first moves every process of <root> into a leaf child
+// <root>/<parent>-server, as nsjail's moveSelfIntoChildCgroup does for
+// itself. It never does this at the hierarchy's real root (no cgroup.type
+// file there): the real root is exempt from the rule, and its processes are
+// the whole host's.
 func prepareV2(s *cgroupSetup) error {
 	avail, err := os.ReadFile(filepath.Join(s.root, "cgroup.controllers"))
 	if err != nil {
@@ -99,18 +116,112 @@ func prepareV2(s *cgroupSetup) error {
 			return fmt.Errorf("cgroup v2 controller %q is not available at %s", ctl, s.root)
 		}
 	}
+	var done []string
+	rootCtl := filepath.Join(s.root, "cgroup.subtree_control")
+	if enabled, _ := os.ReadFile(rootCtl); !containsWord(string(enabled), "memory") || !containsWord(string(enabled), "pids") {
+		// Proactive: a namespace root holding processes would refuse anyway.
+		if pids, _ := readPIDs(filepath.Join(s.root, "cgroup.procs")); len(pids) > 0 && !isHierarchyRoot(s.root) {
+			what, err := s.evacuateRoot()
+			if err != nil {
+				return err
+			}
+			done = append(done, what)
+		}
+	}
+	err = cgroupWriteFile(rootCtl, []byte("+memory +pids"))
+	if errors.Is(err, syscall.EBUSY) && !isHierarchyRoot(s.root) {
+		// A process appeared in the root since the check above (or
+		// cgroup.procs could not be read): move it too, then retry once.
+		what, merr := s.evacuateRoot()
+		if merr != nil {
+			return merr
+		}
+		done = append(done, what)
+		err = cgroupWriteFile(rootCtl, []byte("+memory +pids"))
+	}
+	if err != nil {
+		return fmt.Errorf("enable memory and pids in %s: %w", rootCtl, err)
+	}
 	parent := filepath.Join(s.root, s.parent)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("create cgroup v2 parent: %w", err)
 	}
-	for _, dir := range []string{s.root, parent} {
+	// Every group between the root and the parent (a nested --cgroup-parent
+	// such as a/b) and the parent itself delegate the controllers in turn.
+	dir := s.root
+	for _, elem := range strings.Split(filepath.Clean(s.parent), string(filepath.Separator)) {
+		dir = filepath.Join(dir, elem)
 		ctl := filepath.Join(dir, "cgroup.subtree_control")
-		if err := os.WriteFile(ctl, []byte("+memory +pids"), 0o644); err != nil {
+		if err := cgroupWriteFile(ctl, []byte("+memory +pids")); err != nil {
 			return fmt.Errorf("enable memory and pids in %s: %w", ctl, err)
 		}
 	}
 	s.version = CgroupV2
+	s.reason = strings.Join(done, "; ")
 	return nil
+}
+
+// serverLeaf is the leaf group that receives the processes of a namespace
+// root: <root>/<parent>-server (slashes of a nested parent become dashes).
+func (s *cgroupSetup) serverLeaf() string {
+	return filepath.Join(s.root, strings.ReplaceAll(filepath.Clean(s.parent), string(filepath.Separator), "-")+"-server")
+}
+
+// evacuateRoot moves every process listed in <root>/cgroup.procs into the
+// server leaf. It repeats while processes remain (one may fork meanwhile),
+// skips processes that exited, and returns what it did for the log.
+func (s *cgroupSetup) evacuateRoot() (string, error) {
+	leaf := s.serverLeaf()
+	if err := os.MkdirAll(leaf, 0o755); err != nil {
+		return "", fmt.Errorf("cgroup v2: create leaf %s for the processes of %s: %w", leaf, s.root, err)
+	}
+	var moved []string
+	for round := 0; round < 5; round++ {
+		pids, err := readPIDs(filepath.Join(s.root, "cgroup.procs"))
+		if err != nil {
+			return "", fmt.Errorf("cgroup v2: list the processes of %s: %w", s.root, err)
+		}
+		if len(pids) == 0 {
+			break
+		}
+		for _, pid := range pids {
+			err := cgroupWriteFile(filepath.Join(leaf, "cgroup.procs"), []byte(strconv.Itoa(pid)))
+			switch {
+			case err == nil:
+				moved = append(moved, strconv.Itoa(pid))
+			case errors.Is(err, syscall.ESRCH):
+				// exited meanwhile
+			default:
+				return "", fmt.Errorf("cgroup v2: move pid %d from %s into %s: %w", pid, s.root, leaf, err)
+			}
+		}
+	}
+	return fmt.Sprintf("moved %d process(es) (pids %s) from %s into the leaf %s so that %s can enable memory and pids for its children (cgroup v2 \"no internal processes\" rule)",
+		len(moved), strings.Join(moved, ","), s.root, leaf, s.root), nil
+}
+
+// readPIDs reads a cgroup.procs file. 0 (a process outside this pid
+// namespace) is skipped: writing 0 to cgroup.procs would mean "the writer".
+func readPIDs(name string) ([]int, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// isHierarchyRoot reports whether dir is the real root of the cgroup v2
+// hierarchy, which has no cgroup.type file. A cgroup namespace root (what a
+// container sees at /sys/fs/cgroup) is a non-root group and has one.
+func isHierarchyRoot(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "cgroup.type"))
+	return errors.Is(err, os.ErrNotExist)
 }
 
 func containsWord(list, word string) bool {

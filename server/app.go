@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,7 +33,7 @@ type App struct {
 	metrics *metrics.Metrics
 	api     *httpapi.Server
 
-	ln         net.Listener
+	ln         *answerTracker
 	metricsSrv *http.Server
 	failed     chan error
 
@@ -74,7 +75,16 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 		log.Warn("NO CGROUP LIMITS: jails are limited by rlimits only (memory by RLIMIT_AS, processes by RLIMIT_NPROC); set --cgroups=required to refuse this",
 			"reason", why)
 	} else {
-		log.Info("cgroup limits enforced", "version", v.String(), "memory_limit", formatSize(cfg.MemoryLimit), "max_procs", cfg.MaxProcs)
+		attrs := []any{"version", v.String(), "memory_limit", formatSize(cfg.MemoryLimit), "max_procs", cfg.MaxProcs}
+		if why != "" {
+			// What the setup had to do, such as moving the container's
+			// processes out of a cgroup v2 namespace root.
+			attrs = append(attrs, "setup", why)
+		}
+		log.Info("cgroup limits enforced", attrs...)
+	}
+	if len(cfg.APIKeys) == 0 {
+		log.Warn("NO API KEYS: /execute and /execute/batch are open to anyone who can reach the port; set --api-keys-file or EXECUTOR_API_KEYS")
 	}
 
 	a := &App{cfg: cfg, log: log, sup: sup, failed: make(chan error, 2), selftestEnd: make(chan struct{})}
@@ -148,10 +158,11 @@ func (r *runner) Ready() error {
 
 // Start listens on the configured address and starts the sandbox self-test.
 func (a *App) Start() error {
-	ln, err := net.Listen("tcp", net.JoinHostPort(a.cfg.Host, strconv.Itoa(a.cfg.Port)))
+	inner, err := net.Listen("tcp", net.JoinHostPort(a.cfg.Host, strconv.Itoa(a.cfg.Port)))
 	if err != nil {
 		return err
 	}
+	ln := &answerTracker{Listener: inner, conns: make(map[*trackedConn]struct{})}
 	a.ln = ln
 	go func() {
 		if err := a.api.Listen(ln); err != nil {
@@ -173,8 +184,8 @@ func (a *App) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stopSelf = cancel
 	go a.selftest(ctx)
-	a.log.Info("listening", "addr", ln.Addr().String(), "pool_mode", a.cfg.PoolMode,
-		"warm_workers", a.cfg.WarmWorkers, "max_workers", a.cfg.MaxWorkers, "nsjail", a.cfg.NsjailPath)
+	a.log.Info("listening", "addr", ln.Addr().String(), "metrics_addr", a.cfg.MetricsAddr, "pool_mode", a.cfg.PoolMode,
+		"warm_workers", a.cfg.WarmWorkers, "max_workers", a.cfg.MaxWorkers, "api_keys", len(a.cfg.APIKeys), "nsjail", a.cfg.NsjailPath)
 	return nil
 }
 
@@ -214,7 +225,8 @@ func (a *App) selftest(ctx context.Context) {
 		} else if err := a.pool.Ready(); errors.Is(err, pool.ErrSandboxUnavailable) && err.Error() != lastErr {
 			lastErr = err.Error()
 			a.log.Error("SANDBOX UNAVAILABLE: no script will run until nsjail can start jails; retrying in the background",
-				"err", err, "fix", "check --nsjail-path, that the server runs as root (or with CAP_SYS_ADMIN) and that user namespaces are allowed")
+				"err", err, "fix", "check --nsjail-path, that the server runs as root with CAP_SYS_ADMIN and that user namespaces are allowed; "+
+					"in a container: docker run --privileged, or privileged: true in Kubernetes (docs/DEPLOY.md)")
 		}
 		select {
 		case <-ctx.Done():
@@ -242,6 +254,11 @@ func (a *App) Close(ctx context.Context) error {
 	if a.ln != nil {
 		if err := a.api.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("drain: %w", err))
+			// Past the grace, Shutdown cancelled the runs in flight. Their
+			// handlers answer 503 within milliseconds; let them, so a
+			// client gets "shutting down, retry" rather than a connection
+			// closed by the exiting process.
+			a.ln.waitAnswered(2 * time.Second)
 		}
 	}
 	if a.metricsSrv != nil {
@@ -252,6 +269,76 @@ func (a *App) Close(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// answerTracker is the API listener. It knows which connections have read a
+// request that has not been answered yet, so a shutdown past its grace can
+// wait for the answers to the runs it cancelled.
+type answerTracker struct {
+	net.Listener
+	mu    sync.Mutex
+	conns map[*trackedConn]struct{}
+}
+
+type trackedConn struct {
+	net.Conn
+	t *answerTracker
+	// awaiting: bytes were read since the last write, i.e. a request is
+	// being handled (a partial request counts too).
+	awaiting atomic.Bool
+	closed   sync.Once
+}
+
+func (t *answerTracker) Accept() (net.Conn, error) {
+	c, err := t.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, t: t}
+	t.mu.Lock()
+	t.conns[tc] = struct{}{}
+	t.mu.Unlock()
+	return tc, nil
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.awaiting.Store(true)
+	}
+	return n, err
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.awaiting.Store(false)
+	return n, err
+}
+
+func (c *trackedConn) Close() error {
+	c.closed.Do(func() {
+		c.t.mu.Lock()
+		delete(c.t.conns, c)
+		c.t.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// waitAnswered waits until no connection awaits an answer, or limit.
+func (t *answerTracker) waitAnswered(limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		waiting := false
+		t.mu.Lock()
+		for c := range t.conns {
+			waiting = waiting || c.awaiting.Load()
+		}
+		t.mu.Unlock()
+		if !waiting {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func buildInfo() metrics.BuildInfo {

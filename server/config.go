@@ -153,7 +153,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.StringVar(&c.SeccompPolicy, "seccomp-policy", "", "kafel seccomp policy file for the jail (default: the policy built into the server; \"none\" disables)")
 
 	fs.StringVar(&c.PoolMode, "pool-mode", "warm", "warm: keep pre-forked workers; cold: spawn one per request (baseline only)")
-	fs.IntVar(&c.WarmWorkers, "warm-workers", 4*runtime.NumCPU(), "idle workers kept ready")
+	fs.IntVar(&c.WarmWorkers, "warm-workers", defaultWarmWorkers(), "idle workers kept ready (default 4 x GOMAXPROCS, which follows the container's CPU limit; at most --max-workers when only that is set)")
 	fs.IntVar(&c.MaxWorkers, "max-workers", 0, "most live workers (idle + running + starting); default 2 x warm-workers, at least 4")
 	fs.DurationVar(&c.AcquireTimeout, "acquire-timeout", 2*time.Second, "longest wait for a worker before answering 429 overloaded")
 	fs.DurationVar(&c.MaxIdleAge, "max-idle-age", 5*time.Minute, "replace idle workers older than this")
@@ -187,11 +187,15 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.LogScripts, "log-scripts", false, "log script source, input and output (debug only: scripts may hold customer data)")
 
-	fs.Usage = func() {
-		fmt.Fprintf(usage, "Usage: executor [flags]\n\nEvery flag --some-name can also be set as EXECUTOR_SOME_NAME; --port also as PORT.\n\n")
-		fs.PrintDefaults()
-	}
+	// The flag package would print its error and then the whole usage text
+	// for any mistake; the caller prints the error alone, and the usage is
+	// printed only for --help.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(usage, fs)
+		}
 		return c, err
 	}
 	if fs.NArg() > 0 {
@@ -213,13 +217,52 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 			return
 		}
 		if e := f.Value.Set(v); e != nil {
-			err = fmt.Errorf("invalid %s=%q: %v", env, v, e)
+			err = fmt.Errorf("invalid %s=%q (--%s): %v", env, v, f.Name, e)
+			return
 		}
+		set[f.Name] = true
 	})
 	if err != nil {
 		return c, err
 	}
+	if !set["warm-workers"] && set["max-workers"] && c.MaxWorkers > 0 {
+		// Only the ceiling was given: the derived default must not exceed it.
+		c.WarmWorkers = min(c.WarmWorkers, c.MaxWorkers)
+	}
+	if set["api-keys"] && len(c.APIKeys) == 0 {
+		return c, errors.New("invalid --api-keys (EXECUTOR_API_KEYS): it is set but holds no key; unset it to run without keys")
+	}
 	return c, c.validate()
+}
+
+// defaultWarmWorkers is 4 per CPU the process may use. GOMAXPROCS, unlike
+// runtime.NumCPU, follows the container's CPU quota (Go 1.25+ reads the
+// cgroup limit), so a 2-CPU pod on a 64-core node gets 8, not 256.
+func defaultWarmWorkers() int {
+	return 4 * runtime.GOMAXPROCS(0)
+}
+
+// printUsage lists every flag with its environment variable.
+func printUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: executor [flags]\n\n"+
+		"Every flag --some-name can also be set as the environment variable\n"+
+		"EXECUTOR_SOME_NAME (a flag on the command line wins); --port also as PORT.\n\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, help := flag.UnquoteUsage(f)
+		env := envName(f.Name)
+		if f.Name == "port" {
+			env += " or PORT"
+		}
+		line := "  --" + f.Name
+		if typ != "" {
+			line += " " + typ
+		}
+		fmt.Fprintf(w, "%s   [%s]\n        %s", line, env, strings.ReplaceAll(help, "\n", "\n        "))
+		if d := f.DefValue; d != "" && d != "false" && d != "0" && d != "[]" {
+			fmt.Fprintf(w, " (default %q)", d)
+		}
+		fmt.Fprintln(w)
+	})
 }
 
 func envName(flagName string) string {
@@ -245,7 +288,7 @@ func (c *config) validate() error {
 	if c.MaxWorkers < c.WarmWorkers {
 		return bad("max-workers", "must be at least --warm-workers", c.MaxWorkers)
 	}
-	if c.UIDBase < 1000 || c.UIDBase+c.MaxWorkers > 1<<31-2 {
+	if c.UIDBase < 1000 || c.UIDBase+uidRangeSize(c.MaxWorkers) > 1<<31-2 {
 		return bad("uid-base", "want an unused range starting at 1000 or above", c.UIDBase)
 	}
 	for name, d := range map[string]time.Duration{"timeout": c.Timeout, "acquire-timeout": c.AcquireTimeout,
@@ -266,8 +309,13 @@ func (c *config) validate() error {
 			return bad(name, "want a size between 1 byte and 1GiB", formatSize(n))
 		}
 	}
-	if c.MaxProcs < 1 || c.MaxOpenFiles < 8 || c.MaxBatchRecords < 1 {
-		return errors.New("invalid --max-procs, --max-open-files or --max-batch-records: want at least 1, 8 and 1")
+	for _, lim := range []struct {
+		name   string
+		v, min int
+	}{{"max-procs", c.MaxProcs, 1}, {"max-open-files", c.MaxOpenFiles, 8}, {"max-batch-records", c.MaxBatchRecords, 1}} {
+		if lim.v < lim.min {
+			return bad(lim.name, fmt.Sprintf("want at least %d", lim.min), lim.v)
+		}
 	}
 	if c.Cgroups != "auto" && c.Cgroups != "required" && c.Cgroups != "off" {
 		return bad("cgroups", "want auto, required or off", c.Cgroups)
@@ -286,12 +334,18 @@ func (c *config) validate() error {
 	if c.APIKeysFile != "" {
 		b, err := os.ReadFile(c.APIKeysFile)
 		if err != nil {
-			return bad("api-keys-file", "cannot read it", c.APIKeysFile)
+			return bad("api-keys-file", fmt.Sprintf("cannot read it: %v", errors.Unwrap(err)), c.APIKeysFile)
 		}
+		n := 0
 		for _, line := range strings.Split(string(b), "\n") {
 			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
 				c.APIKeys = append(c.APIKeys, line)
+				n++
 			}
+		}
+		if n == 0 {
+			// Starting without keys would silently open /execute to anyone.
+			return bad("api-keys-file", "it holds no key (one per line; # starts a comment)", c.APIKeysFile)
 		}
 	}
 	return c.resolveNsjail()

@@ -22,7 +22,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stderr
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "executor: %v\n", err)
+		fmt.Fprintf(stderr, "executor: %v\n(run executor --help for every setting and its EXECUTOR_ variable)\n", err)
 		return 2
 	}
 	log := newLogger(cfg, stderr)
@@ -50,7 +50,13 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stderr
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
 	if err := app.Close(shutdownCtx); err != nil {
-		log.Error("shutdown", "err", err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			// Exit 1: work was lost, which an operator may want to see.
+			log.Error("shutdown grace exceeded: runs still in flight were cancelled and their clients answered 503 sandbox_unavailable",
+				"grace", cfg.ShutdownGrace.String(), "err", err)
+		} else {
+			log.Error("shutdown", "err", err)
+		}
 		return 1
 	}
 	log.Info("stopped")
