@@ -164,7 +164,7 @@ func (s *Supervisor) args(hostUID int) []string {
 		"--time_limit", strconv.Itoa(int(c.MaxLifetime.Seconds())),
 		// Workers start at the lowest priority so spawning replacements
 		// does not starve running requests; Run raises it.
-		"--nice_level", "19",
+		"--nice_level", strconv.Itoa(spawnNice),
 		"--iface_no_lo", // no interface up: no loopback, no DNS, nothing
 		"--rlimit_as", strconv.FormatInt(ceilMiB(c.AddressSpaceLimit), 10),
 		"--rlimit_cpu", strconv.Itoa(int(s.cpuLimit().Seconds())),

@@ -128,7 +128,7 @@ func (s *Supervisor) Start(ctx context.Context) (_ *Process, err error) {
 	cmd.WaitDelay = 500 * time.Millisecond
 	p.cmd = cmd
 	p.started = time.Now()
-	err = cmd.Start()
+	err = startNiced(cmd)
 	// The child's ends now live in nsjail. Ours must go at once: while we
 	// hold them, an early exit of the jail would never show as EOF.
 	childSock.Close()
@@ -182,6 +182,26 @@ func (s *Supervisor) Start(ctx context.Context) (_ *Process, err error) {
 	p.ctrl.SetReadDeadline(time.Time{})
 	p.childPID = childOf(cmd.Process.Pid)
 	return p, nil
+}
+
+// spawnNice is the priority jails are created at. Spawning a replacement
+// (nsjail's namespace and mount set-up, then Python's start) is background
+// work that must yield to the requests being served. Run raises the worker to
+// 0 when a request checks it out.
+const spawnNice = 19
+
+// startNiced starts cmd and lowers nsjail to spawnNice at once. (Lowering the
+// forking thread instead would let the vfork child wait for CPU at nice 19
+// while the Go runtime's P is held in the fork: every goroutine on it would
+// stall behind the spawn.) nsjail's first few hundred microseconds run at the
+// server's priority; the jail it then sets up, and the interpreter (nsjail's
+// --nice_level), run at spawnNice.
+func startNiced(cmd *exec.Cmd) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	syscall.Setpriority(syscall.PRIO_PROCESS, cmd.Process.Pid, spawnNice)
+	return nil
 }
 
 // StartError is a jail that did not come up: nsjail refused (namespaces
