@@ -40,7 +40,8 @@ type Config struct {
 	// spawn and handshake only; the worker must outlive it. Required.
 	Spawn func(ctx context.Context) (Worker, error)
 	// WarmTarget is how many idle workers the pool keeps ready. Default
-	// 4 per CPU. Zero with Cold set means no warm set at all.
+	// 4 per CPU the process may use (GOMAXPROCS, which follows a container's CPU
+	// quota). Zero with Cold set means no warm set at all.
 	WarmTarget int
 	// MaxWorkers caps live workers (idle, running and starting). Default
 	// 2 x WarmTarget, at least 4.
@@ -57,7 +58,7 @@ type Config struct {
 	// SpawnTimeout bounds one spawn plus handshake. Default 10s.
 	SpawnTimeout time.Duration
 	// SpawnConcurrency is how many spawns the refill loop runs at once.
-	// Default the number of CPUs.
+	// Default GOMAXPROCS.
 	SpawnConcurrency int
 	// HealthCheckPeriod is how often idle workers are checked for death and
 	// age, and a failing sandbox is retried. Default 1s.
@@ -68,7 +69,7 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.WarmTarget == 0 && !c.Cold {
-		c.WarmTarget = 4 * runtime.NumCPU()
+		c.WarmTarget = 4 * runtime.GOMAXPROCS(0)
 	}
 	if c.Cold {
 		c.WarmTarget = 0
@@ -86,7 +87,7 @@ func (c Config) withDefaults() Config {
 		c.SpawnTimeout = 10 * time.Second
 	}
 	if c.SpawnConcurrency == 0 {
-		c.SpawnConcurrency = runtime.NumCPU()
+		c.SpawnConcurrency = runtime.GOMAXPROCS(0)
 	}
 	if c.HealthCheckPeriod == 0 {
 		c.HealthCheckPeriod = time.Second
