@@ -204,10 +204,22 @@ func (s *Server) handleReadyz(c *fiber.Ctx) error {
 	if err == nil && s.runBase.Err() != nil {
 		err = errors.New("the server is shutting down")
 	}
+	body := fiber.Map{"status": "ready"}
+	if d, ok := s.runner.(ReadyDetailer); ok {
+		body["details"] = d.ReadyDetails()
+	}
 	if err != nil {
 		info := c.Locals(infoKey).(*requestInfo)
 		info.outcome = "not_ready"
-		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not_ready", "reason": err.Error()})
+		body["status"], body["reason"] = "not_ready", err.Error()
+		return c.Status(fiber.StatusServiceUnavailable).JSON(body)
 	}
-	return c.JSON(fiber.Map{"status": "ready"})
+	return c.JSON(body)
+}
+
+// ReadyDetailer is implemented by a Runner that can say, for operators, how
+// the sandbox is set up (e.g. which cgroup limits are enforced). /readyz adds
+// it as "details" whether ready or not.
+type ReadyDetailer interface {
+	ReadyDetails() map[string]string
 }

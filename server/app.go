@@ -156,6 +156,17 @@ func (r *runner) Ready() error {
 	return nil
 }
 
+// ReadyDetails tells operators, in /readyz, how the jails are limited: above
+// all whether cgroup limits are enforced or only rlimits.
+func (r *runner) ReadyDetails() map[string]string {
+	v, why := r.sup.Cgroups()
+	d := map[string]string{"pool_mode": r.cfg.PoolMode, "cgroups": v.String()}
+	if v == jailproc.CgroupNone {
+		d["cgroups"] = "none: memory and processes are limited by rlimits only (" + why + ")"
+	}
+	return d
+}
+
 // Start listens on the configured address and starts the sandbox self-test.
 func (a *App) Start() error {
 	inner, err := net.Listen("tcp", net.JoinHostPort(a.cfg.Host, strconv.Itoa(a.cfg.Port)))

@@ -367,3 +367,29 @@ func TestCloseLeavesNoJailProcessNoCgroupAndNoOpenFile(t *testing.T) {
 		t.Fatalf("open fds: %d before, %d after Close", fdsBefore, after)
 	}
 }
+
+func TestReadyzTellsOperatorsWhetherCgroupLimitsAreEnforced(t *testing.T) {
+	readyz := func(s *server) map[string]any {
+		resp, err := http.Get(s.url + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		json.NewDecoder(resp.Body).Decode(&body)
+		return body
+	}
+	details, _ := readyz(sharedServer(t))["details"].(map[string]any)
+	if details["cgroups"] != "v1" && details["cgroups"] != "v2" {
+		t.Fatalf("shared server on a cgroup host: details %v", details)
+	}
+	s := startServer(t, nil, "--cgroups", "off", "--uid-base", "282000", "--warm-workers", "1", "--max-workers", "2")
+	s.waitReady()
+	details, _ = readyz(s)["details"].(map[string]any)
+	if c, _ := details["cgroups"].(string); !strings.HasPrefix(c, "none: ") || !strings.Contains(c, "rlimits only") {
+		t.Fatalf("cgroups off: details %v", details)
+	}
+	if !strings.Contains(s.logs.String(), "NO CGROUP LIMITS") {
+		t.Fatal("running without cgroup limits was not logged loudly")
+	}
+}
