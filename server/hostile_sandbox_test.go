@@ -518,7 +518,20 @@ def main():
 			if len(p.uids) == 0 || !inJailRange(p.uids[0]) {
 				continue
 			}
+			if strings.HasPrefix(p.fields["State"], "Z") {
+				continue // exited, waiting to be reaped: not a live jail
+			}
 			want, ok := jailOf[p.ppid]
+			if !ok {
+				// The scan reads /proc in pid order and is not atomic: a
+				// replacement jail spawned while it ran can have its
+				// nsjail missed and its interpreter seen. Look again.
+				for _, q := range hostProcesses() {
+					if q.pid == p.ppid && q.name == "nsjail" && q.ppid == os.Getpid() {
+						want, ok = nsjailUID(q.cmdline)
+					}
+				}
+			}
 			if !ok {
 				t.Errorf("pid %d runs as jail uid %d but its parent %d is not one of our nsjails", p.pid, p.uids[0], p.ppid)
 			} else if p.uids[0] != want {
