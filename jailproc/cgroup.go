@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // CgroupVersion is the cgroup hierarchy the jails use.
@@ -259,4 +260,41 @@ func (s cgroupSetup) removeGroups(childPID int) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// staleAge is how old a jail's cgroup must be before removeStale takes it for
+// a leftover: far older than a spawn's window between nsjail creating the
+// folder and moving its child in, so a jail being set up by another server
+// sharing the parent is never touched.
+const staleAge = time.Minute
+
+// removeStale removes the empty NSJAIL.* folders under the parents: what a
+// previous server left when its nsjails were SIGKILLed (a crash, an OOM kill
+// of the server). rmdir succeeds only on a group without tasks, so a live
+// jail is never affected. It returns how many it removed.
+func (s cgroupSetup) removeStale() int {
+	var parents []string
+	switch s.version {
+	case CgroupV1:
+		parents = []string{filepath.Join(s.root, "memory", s.parent), filepath.Join(s.root, "pids", s.parent)}
+	case CgroupV2:
+		parents = []string{filepath.Join(s.root, s.parent)}
+	}
+	removed := 0
+	for _, parent := range parents {
+		entries, _ := os.ReadDir(parent)
+		for _, e := range entries {
+			if !e.IsDir() || !strings.HasPrefix(e.Name(), "NSJAIL.") {
+				continue
+			}
+			info, err := e.Info()
+			if err != nil || time.Since(info.ModTime()) < staleAge {
+				continue
+			}
+			if os.Remove(filepath.Join(parent, e.Name())) == nil {
+				removed++
+			}
+		}
+	}
+	return removed
 }

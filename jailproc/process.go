@@ -54,6 +54,9 @@ func New(c Config, uids UIDRange) (*Supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jailproc: %w", err)
 	}
+	if n := cg.removeStale(); n > 0 {
+		c.Log("jailproc: removed cgroups left by jails of an earlier run", "count", n)
+	}
 	dir, pyc, err := compileWorker(l.python)
 	if err != nil {
 		return nil, fmt.Errorf("jailproc: %w", err)

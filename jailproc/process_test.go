@@ -252,3 +252,43 @@ func TestAPrivateTMPDIRDoesNotBreakSpawns(t *testing.T) {
 	}
 	p.Kill()
 }
+
+func TestStartUpRemovesEmptyJailCgroupsLeftByAnEarlierRunButNotFreshOnes(t *testing.T) {
+	const parent = "executor-jailproc-stale"
+	var old, fresh []string
+	for _, ctl := range []string{"memory", "pids"} {
+		dir := filepath.Join("/sys/fs/cgroup", ctl, parent)
+		if err := os.MkdirAll(filepath.Join(dir, "NSJAIL.999991"), 0o755); err != nil {
+			t.Skipf("no cgroup v1 %s hierarchy here: %v", ctl, err)
+		}
+		os.MkdirAll(filepath.Join(dir, "NSJAIL.999992"), 0o755)
+		old = append(old, filepath.Join(dir, "NSJAIL.999991"))
+		fresh = append(fresh, filepath.Join(dir, "NSJAIL.999992"))
+	}
+	// The leftover of a crashed run is old; the other could be a jail that
+	// another server sharing the parent is setting up right now.
+	for _, d := range old {
+		os.Chtimes(d, time.Now().Add(-time.Hour), time.Now().Add(-time.Hour))
+	}
+	t.Cleanup(func() {
+		for _, d := range append(old, fresh...) {
+			os.Remove(d)
+		}
+	})
+	newSupervisor(t, jailproc.Config{NsjailPath: realNsjail(t), CgroupParent: parent}, 320900)
+	for _, d := range old {
+		if _, err := os.Stat(d); err == nil {
+			info, _ := os.Stat(d)
+			if time.Since(info.ModTime()) >= time.Minute {
+				t.Errorf("stale %s was not removed", d)
+			} else {
+				t.Skip("cgroupfs does not keep modification times set with utimes; the age filter cannot be exercised here")
+			}
+		}
+	}
+	for _, d := range fresh {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("a fresh jail cgroup %s was removed: %v", d, err)
+		}
+	}
+}
