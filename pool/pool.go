@@ -180,13 +180,11 @@ func (p *Pool) Run(ctx context.Context, req jailproc.Request) (jailproc.Result, 
 			return jailproc.Result{}, p.acquireError(ctx, err)
 		}
 		w := res.Value()
-		select {
-		case <-w.Exited():
+		if exited(w) {
 			// Died while idle (killed from outside, lifetime limit): not
 			// usable, try the next one.
 			p.destroy(res, DestroyDied)
 			continue
-		default:
 		}
 		if p.cfg.Observer != nil {
 			p.cfg.Observer.ObserveAcquire(time.Since(start), res.CreationTime().After(start))
@@ -301,15 +299,22 @@ func (p *Pool) fill() bool {
 	return true
 }
 
+func exited(w Worker) bool {
+	select {
+	case <-w.Exited():
+		return true
+	default:
+		return false
+	}
+}
+
 // checkIdle destroys idle workers that died or grew too old.
 func (p *Pool) checkIdle() {
 	for _, res := range p.p.AcquireAllIdle() {
 		w := res.Value()
-		select {
-		case <-w.Exited():
+		if exited(w) {
 			p.destroy(res, DestroyDied)
 			continue
-		default:
 		}
 		if time.Since(w.StartedAt()) > p.cfg.MaxIdleAge {
 			p.destroy(res, DestroyExpired)

@@ -13,7 +13,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -247,13 +246,7 @@ func (h *hostile) post(t *testing.T, path, contentType, body string) response {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	r := response{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
-	if err := json.Unmarshal(raw, &r.Body); err != nil {
-		t.Fatalf("response is not JSON (status %d): %.500q", resp.StatusCode, raw)
-	}
-	return r
+	return readResponse(t, resp)
 }
 
 // result decodes the 200 answer's result into v.

@@ -128,11 +128,17 @@ func (s *server) post(path, contentType, body string) response {
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	return readResponse(s.t, resp)
+}
+
+// readResponse reads and closes resp, whose body must be JSON.
+func readResponse(t *testing.T, resp *http.Response) response {
+	t.Helper()
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	r := response{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
 	if err := json.Unmarshal(raw, &r.Body); err != nil {
-		s.t.Fatalf("response is not JSON (status %d): %q", resp.StatusCode, raw)
+		t.Fatalf("response is not JSON (status %d): %.500q", resp.StatusCode, raw)
 	}
 	return r
 }

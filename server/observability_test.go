@@ -119,13 +119,7 @@ func announceTooLarge(t *testing.T, s *server, size int) response {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	r := response{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
-	if err := json.Unmarshal(raw, &r.Body); err != nil {
-		t.Fatalf("response is not JSON (status %d): %q", resp.StatusCode, raw)
-	}
-	return r
+	return readResponse(t, resp)
 }
 
 // documentedMetrics returns the executor_ metric names of the tables in
