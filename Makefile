@@ -51,7 +51,7 @@ BENCH_FLAGS ?=
 bench: setup build
 	go build -o bin/bench ./cmd/bench
 	BENCH_COMMAND="make bench BENCH_DURATION=$(BENCH_DURATION) BENCH_WARMUP=$(BENCH_WARMUP) BENCH_CEILING_DURATION=$(BENCH_CEILING_DURATION) $(BENCH_FLAGS)" \
-	./bin/bench -nsjail $(NSJAIL) -executor bin/executor -loadtest bin/loadtest -seccomp jailproc/seccomp.kafel \
+	./bin/bench -nsjail $(NSJAIL) -executor bin/executor -loadtest bin/loadtest \
 		-duration $(BENCH_DURATION) -warmup $(BENCH_WARMUP) -ceiling-duration $(BENCH_CEILING_DURATION) $(BENCH_FLAGS)
 
 clean:

