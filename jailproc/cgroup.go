@@ -44,6 +44,10 @@ type cgroupSetup struct {
 	memsw bool
 	// reason explains why no cgroups are used (version == CgroupNone).
 	reason string
+	// cpu is true when the cpu controller caps each jail's CPU bandwidth
+	// (Config.CPUMsPerSec); cpuReason says why not when it was asked for.
+	cpu       bool
+	cpuReason string
 }
 
 // prepareCgroups detects the hierarchy and creates the parent groups nsjail
@@ -68,7 +72,42 @@ func prepareCgroups(c Config) (cgroupSetup, error) {
 		s.version = CgroupNone
 		s.reason = err.Error()
 	}
+	if c.CPUMsPerSec > 0 && s.version != CgroupNone {
+		if err := s.prepareCPU(); err != nil {
+			// Not fatal: RLIMIT_CPU still bounds a jail's total CPU time;
+			// only its share of the cores while it runs is not capped.
+			s.cpuReason = err.Error()
+		} else {
+			s.cpu = true
+		}
+	}
 	return s, nil
+}
+
+// prepareCPU sets up the cpu controller for the jails' parent: v1, a parent
+// in the cpu hierarchy; v2, "+cpu" delegated from the root down to the
+// parent, after memory and pids (which prepareV2 already delegated).
+func (s *cgroupSetup) prepareCPU() error {
+	if s.version == CgroupV1 {
+		mount := filepath.Join(s.root, "cpu")
+		if _, err := os.Stat(filepath.Join(mount, "cpu.cfs_quota_us")); err != nil {
+			return fmt.Errorf("cgroup v1 controller \"cpu\" is not mounted at %s", mount)
+		}
+		return os.MkdirAll(filepath.Join(mount, s.parent), 0o755)
+	}
+	avail, _ := os.ReadFile(filepath.Join(s.root, "cgroup.controllers"))
+	if !containsWord(string(avail), "cpu") {
+		return fmt.Errorf("cgroup v2 controller \"cpu\" is not available at %s", s.root)
+	}
+	dir := s.root
+	for _, elem := range append([]string{""}, strings.Split(filepath.Clean(s.parent), string(filepath.Separator))...) {
+		dir = filepath.Join(dir, elem)
+		ctl := filepath.Join(dir, "cgroup.subtree_control")
+		if err := cgroupWriteFile(ctl, []byte("+cpu")); err != nil {
+			return fmt.Errorf("enable cpu in %s: %w", ctl, err)
+		}
+	}
+	return nil
 }
 
 func prepareV1(s *cgroupSetup) error {
@@ -240,10 +279,14 @@ func (s cgroupSetup) groupDirs(childPID int) []string {
 	name := "NSJAIL." + strconv.Itoa(childPID)
 	switch s.version {
 	case CgroupV1:
-		return []string{
+		dirs := []string{
 			filepath.Join(s.root, "memory", s.parent, name),
 			filepath.Join(s.root, "pids", s.parent, name),
 		}
+		if s.cpu {
+			dirs = append(dirs, filepath.Join(s.root, "cpu", s.parent, name))
+		}
+		return dirs
 	case CgroupV2:
 		return []string{filepath.Join(s.root, s.parent, name)}
 	}
@@ -262,6 +305,25 @@ func (s cgroupSetup) removeGroups(childPID int) error {
 	return errors.Join(errs...)
 }
 
+// parentDirs lists the jails' parent groups in every hierarchy used.
+func (s cgroupSetup) parentDirs() []string {
+	switch s.version {
+	case CgroupV1:
+		return []string{filepath.Join(s.root, "memory", s.parent), filepath.Join(s.root, "pids", s.parent), filepath.Join(s.root, "cpu", s.parent)}
+	case CgroupV2:
+		return []string{filepath.Join(s.root, s.parent)}
+	}
+	return nil
+}
+
+// removeParents removes the jails' parent groups if they are empty. For a
+// nested v2 parent (a/b) only the last element is removed.
+func (s cgroupSetup) removeParents() {
+	for _, dir := range s.parentDirs() {
+		os.Remove(dir)
+	}
+}
+
 // staleAge is how old a jail's cgroup must be before removeStale takes it for
 // a leftover: far older than a spawn's window between nsjail creating the
 // folder and moving its child in, so a jail being set up by another server
@@ -273,15 +335,8 @@ const staleAge = time.Minute
 // of the server). rmdir succeeds only on a group without tasks, so a live
 // jail is never affected. It returns how many it removed.
 func (s cgroupSetup) removeStale() int {
-	var parents []string
-	switch s.version {
-	case CgroupV1:
-		parents = []string{filepath.Join(s.root, "memory", s.parent), filepath.Join(s.root, "pids", s.parent)}
-	case CgroupV2:
-		parents = []string{filepath.Join(s.root, s.parent)}
-	}
 	removed := 0
-	for _, parent := range parents {
+	for _, parent := range s.parentDirs() {
 		entries, _ := os.ReadDir(parent)
 		for _, e := range entries {
 			if !e.IsDir() || !strings.HasPrefix(e.Name(), "NSJAIL.") {

@@ -223,6 +223,13 @@ func (s *Supervisor) jailArgs(hostUID int, extraBinds []string) []string {
 		if s.cg.memsw {
 			a = append(a, "--cgroup_mem_memsw_max", strconv.FormatInt(c.MemoryLimit, 10))
 		}
+		if s.cg.cpu {
+			a = append(a,
+				"--cgroup_cpu_ms_per_sec", strconv.Itoa(c.CPUMsPerSec),
+				"--cgroup_cpu_mount", filepath.Join(s.cg.root, "cpu"),
+				"--cgroup_cpu_parent", s.cg.parent,
+			)
+		}
 	case CgroupV2:
 		a = append(a,
 			"--use_cgroupv2",
@@ -231,6 +238,9 @@ func (s *Supervisor) jailArgs(hostUID int, extraBinds []string) []string {
 			"--cgroup_mem_swap_max", "0",
 			"--cgroup_pids_max", strconv.Itoa(c.MaxProcs),
 		)
+		if s.cg.cpu {
+			a = append(a, "--cgroup_cpu_ms_per_sec", strconv.Itoa(c.CPUMsPerSec))
+		}
 	}
 	switch c.SeccompPolicy {
 	case "":

@@ -63,6 +63,12 @@ type Config struct {
 	// MaxResult caps the encoded result (or all batch results). Default 4 MiB.
 	MaxResult int
 
+	// CPUMsPerSec caps the CPU bandwidth of one jail with the cgroup cpu
+	// controller, in milliseconds of CPU per second of wall time (1000: one
+	// core), so that a script forking CPU burners cannot take every core
+	// from the other requests. Default 0: no cap (the server sets 1000).
+	CPUMsPerSec int
+
 	// Cgroups chooses how cgroup limits are applied. Default CgroupsAuto.
 	Cgroups CgroupMode
 	// CgroupRoot is where cgroup hierarchies are mounted. Default /sys/fs/cgroup.
@@ -171,7 +177,7 @@ func (c Config) validate() error {
 	default:
 		return fmt.Errorf("cgroup mode %q is not auto, required or off", c.Cgroups)
 	}
-	if c.Timeout < 0 || c.StartTimeout < 0 || c.MemoryLimit < 0 || c.AddressSpaceLimit < 0 ||
+	if c.Timeout < 0 || c.CPUMsPerSec < 0 || c.StartTimeout < 0 || c.MemoryLimit < 0 || c.AddressSpaceLimit < 0 ||
 		c.MaxProcs < 0 || c.MaxOpenFiles < 0 || c.TmpSize < 0 || c.MaxStdout < 0 || c.MaxStderr < 0 || c.MaxResult < 0 {
 		return errors.New("limits must not be negative")
 	}

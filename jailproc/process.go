@@ -64,12 +64,21 @@ func New(c Config, uids UIDRange) (*Supervisor, error) {
 	return &Supervisor{cfg: c, layout: l, cg: cg, uids: newUIDRange(uids.Base, uids.Size), workerDir: dir, workerPyc: pyc}, nil
 }
 
-// Close removes the supervisor's files. Call it after every jail is gone.
-func (s *Supervisor) Close() error { return os.RemoveAll(s.workerDir) }
+// Close removes the supervisor's files and its cgroup parents. Call it after
+// every jail is gone. A parent still used by another server sharing it is
+// left alone: rmdir fails on a cgroup that has children.
+func (s *Supervisor) Close() error {
+	s.cg.removeParents()
+	return os.RemoveAll(s.workerDir)
+}
 
 // Cgroups reports which cgroup hierarchy enforces memory and process limits,
 // and why none does when the answer is CgroupNone.
 func (s *Supervisor) Cgroups() (CgroupVersion, string) { return s.cg.version, s.cg.reason }
+
+// CPUCap reports whether each jail's CPU bandwidth is capped
+// (Config.CPUMsPerSec), and why not when it was asked for but is not.
+func (s *Supervisor) CPUCap() (bool, string) { return s.cg.cpu, s.cg.cpuReason }
 
 // Config returns the effective configuration, defaults applied.
 func (s *Supervisor) Config() Config { return s.cfg }

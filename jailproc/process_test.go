@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -291,4 +292,47 @@ func TestStartUpRemovesEmptyJailCgroupsLeftByAnEarlierRunButNotFreshOnes(t *test
 			t.Errorf("a fresh jail cgroup %s was removed: %v", d, err)
 		}
 	}
+}
+
+func TestTheCPUCapHoldsAScriptThatForksCPUBurnersToItsShare(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: realNsjail(t), CPUMsPerSec: 250, CgroupParent: "executor-jailproc-cpu"}, 321000)
+	if on, why := s.CPUCap(); !on {
+		t.Skipf("no cpu controller here: %s", why)
+	}
+	p, err := s.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Kill()
+	// Two processes spin for 2 s of wall time each: without a cap up to 4 s
+	// of CPU on two cores; with a quarter of a core (nsjail's period is 1 s,
+	// and 2 s of wall time can touch 3 periods) at most ~0.75 s.
+	script := `import os, time, resource
+def main():
+    kids = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                pass
+            os._exit(0)
+        kids.append(pid)
+    for pid in kids:
+        os.waitpid(pid, 0)
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+`
+	res, err := p.Run(context.Background(), jailproc.Request{Mode: jailproc.ModeSingle, Script: []byte(script)})
+	if err != nil || res.Status != jailproc.StatusOK {
+		t.Fatalf("%v %s %+v", err, res.Status, res.Error)
+	}
+	cpu, err := strconv.ParseFloat(string(res.Value), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cpu > 1.2 {
+		t.Fatalf("two CPU burners used %.2f s of CPU in 2 s under a cap of 250 ms/s", cpu)
+	}
+	t.Logf("two CPU burners used %.2f s of CPU in 2 s under a cap of 250 ms/s", cpu)
 }

@@ -55,6 +55,7 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 		MemoryLimit:       cfg.MemoryLimit,
 		AddressSpaceLimit: cfg.AddressSpaceLimit,
 		MaxProcs:          cfg.MaxProcs,
+		CPUMsPerSec:       cfg.CPUMsPerSec,
 		MaxOpenFiles:      cfg.MaxOpenFiles,
 		TmpSize:           cfg.TmpSize,
 		MaxStdout:         int(cfg.MaxStdout),
@@ -81,7 +82,13 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 			// processes out of a cgroup v2 namespace root.
 			attrs = append(attrs, "setup", why)
 		}
+		if on, _ := sup.CPUCap(); on {
+			attrs = append(attrs, "cpu_ms_per_sec", cfg.CPUMsPerSec)
+		}
 		log.Info("cgroup limits enforced", attrs...)
+		if on, why := sup.CPUCap(); !on && why != "" {
+			log.Warn("NO CPU CAP: a jail may use every core while it runs (RLIMIT_CPU still bounds its total)", "reason", why)
+		}
 	}
 	if len(cfg.APIKeys) == 0 {
 		log.Warn("NO API KEYS: /execute and /execute/batch are open to anyone who can reach the port; set --api-keys-file or EXECUTOR_API_KEYS")
@@ -160,9 +167,14 @@ func (r *runner) Ready() error {
 // all whether cgroup limits are enforced or only rlimits.
 func (r *runner) ReadyDetails() map[string]string {
 	v, why := r.sup.Cgroups()
-	d := map[string]string{"pool_mode": r.cfg.PoolMode, "cgroups": v.String()}
+	d := map[string]string{"pool_mode": r.cfg.PoolMode, "cgroups": v.String(), "cpu_cap": "off"}
 	if v == jailproc.CgroupNone {
 		d["cgroups"] = "none: memory and processes are limited by rlimits only (" + why + ")"
+	}
+	if on, why := r.sup.CPUCap(); on {
+		d["cpu_cap"] = fmt.Sprintf("%d ms/s", r.cfg.CPUMsPerSec)
+	} else if why != "" {
+		d["cpu_cap"] = "off: " + why
 	}
 	return d
 }

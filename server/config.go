@@ -38,6 +38,7 @@ type config struct {
 	MemoryLimit       int64
 	AddressSpaceLimit int64
 	MaxProcs          int
+	CPUMsPerSec       int
 	MaxOpenFiles      int
 	TmpSize           int64
 	MaxStdout         int64
@@ -165,6 +166,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.Var(sizeValue{&c.MemoryLimit}, "memory-limit", "cgroup memory limit of one jail")
 	fs.Var(sizeValue{&c.AddressSpaceLimit}, "address-space-limit", "RLIMIT_AS of one jail (virtual memory)")
 	fs.IntVar(&c.MaxProcs, "max-procs", 32, "most processes and threads in one jail")
+	fs.IntVar(&c.CPUMsPerSec, "cpu-ms-per-sec", 1000, "CPU bandwidth of one jail in ms per second (1000: one core; 0: no cap), via the cgroup cpu controller")
 	fs.IntVar(&c.MaxOpenFiles, "max-open-files", 64, "most open files in one jail")
 	fs.Var(sizeValue{&c.TmpSize}, "tmp-size", "size of the private /tmp of one jail, and the largest file a script may write")
 	fs.Var(sizeValue{&c.MaxStdout}, "max-stdout", "most a run may print to stdout")
@@ -312,7 +314,7 @@ func (c *config) validate() error {
 	for _, lim := range []struct {
 		name   string
 		v, min int
-	}{{"max-procs", c.MaxProcs, 1}, {"max-open-files", c.MaxOpenFiles, 8}, {"max-batch-records", c.MaxBatchRecords, 1}} {
+	}{{"max-procs", c.MaxProcs, 1}, {"cpu-ms-per-sec", c.CPUMsPerSec, 0}, {"max-open-files", c.MaxOpenFiles, 8}, {"max-batch-records", c.MaxBatchRecords, 1}} {
 		if lim.v < lim.min {
 			return bad(lim.name, fmt.Sprintf("want at least %d", lim.min), lim.v)
 		}

@@ -33,6 +33,7 @@ func newJails(o Options, parent string, cgroups, seccomp bool) (*jailproc.Superv
 		Cgroups:      jailproc.CgroupsRequired,
 		CgroupRoot:   o.CgroupRoot,
 		CgroupParent: parent,
+		CPUMsPerSec:  1000, // the server's default
 	}
 	if !cgroups {
 		cfg.Cgroups = jailproc.CgroupsOff
@@ -48,7 +49,7 @@ func newJails(o Options, parent string, cgroups, seccomp bool) (*jailproc.Superv
 // cgroupParents lists the parent groups jailproc created for parent.
 func cgroupParents(root, parent string) []string {
 	var dirs []string
-	for _, d := range []string{filepath.Join(root, "memory", parent), filepath.Join(root, "pids", parent), filepath.Join(root, parent)} {
+	for _, d := range []string{filepath.Join(root, "memory", parent), filepath.Join(root, "pids", parent), filepath.Join(root, "cpu", parent), filepath.Join(root, parent)} {
 		if st, err := os.Stat(d); err == nil && st.IsDir() {
 			dirs = append(dirs, d)
 		}

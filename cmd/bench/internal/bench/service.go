@@ -78,7 +78,7 @@ func startServer(o Options, mode string, uidBase int, logPath string) (*server, 
 	if _, err := os.Stat(filepath.Join(o.CgroupRoot, "cgroup.controllers")); err == nil {
 		s.cgDirs = []string{filepath.Join(o.CgroupRoot, parent)}
 	} else {
-		s.cgDirs = []string{filepath.Join(o.CgroupRoot, "memory", parent), filepath.Join(o.CgroupRoot, "pids", parent)}
+		s.cgDirs = []string{filepath.Join(o.CgroupRoot, "memory", parent), filepath.Join(o.CgroupRoot, "pids", parent), filepath.Join(o.CgroupRoot, "cpu", parent)}
 	}
 	go func() { cmd.Wait(); close(s.done) }()
 	return s, nil
