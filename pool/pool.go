@@ -110,6 +110,7 @@ type Pool struct {
 	spawnFailed atomic.Int64
 	destroyed   [4]atomic.Int64       // indexed by reasonIndex
 	spawnErr    atomic.Pointer[error] // last spawn error; nil after a success
+	failStreak  atomic.Int32          // spawns failed in a row
 }
 
 var reasonIndex = map[DestroyReason]int{DestroyUsed: 0, DestroyExpired: 1, DestroyDied: 2, DestroyFailed: 3}
@@ -150,10 +151,12 @@ func (p *Pool) construct(ctx context.Context) (Worker, error) {
 	w, err := p.cfg.Spawn(ctx)
 	if err != nil {
 		p.spawnFailed.Add(1)
+		p.failStreak.Add(1)
 		p.spawnErr.Store(&err)
 		return nil, err
 	}
 	p.spawned.Add(1)
+	p.failStreak.Store(0)
 	p.spawnErr.Store(nil)
 	if p.cfg.Observer != nil {
 		p.cfg.Observer.ObserveSpawn(time.Since(start))
@@ -216,7 +219,17 @@ func (p *Pool) acquireError(ctx context.Context, err error) error {
 	}
 }
 
+// sandboxDownAfter is how many spawns in a row must fail before the sandbox
+// counts as unavailable. One failure can be transient (a spawn timing out on
+// a saturated machine); answering every request 503 for it would turn a blip
+// into an outage. A sandbox that cannot start jails at all fails this many
+// times within a fraction of a second of background retries.
+const sandboxDownAfter = 3
+
 func (p *Pool) sandboxErr() error {
+	if p.failStreak.Load() < sandboxDownAfter {
+		return nil
+	}
 	if e := p.spawnErr.Load(); e != nil {
 		return fmt.Errorf("%w: %w", ErrSandboxUnavailable, *e)
 	}

@@ -59,6 +59,7 @@ func (w *fakeWorker) Exited() <-chan struct{} { return w.exited }
 func (w *fakeWorker) StartedAt() time.Time    { return w.started }
 
 type factory struct {
+	failNext  atomic.Int32 // fail this many spawns, then work
 	mu        sync.Mutex
 	workers   []*fakeWorker
 	next      atomic.Int64
@@ -70,7 +71,7 @@ type factory struct {
 }
 
 func (f *factory) spawn(ctx context.Context) (pool.Worker, error) {
-	if f.fail.Load() {
+	if f.fail.Load() || f.failNext.Add(-1) >= 0 {
 		return nil, errors.New("nsjail: clone(CLONE_NEWUSER) failed: operation not permitted")
 	}
 	w := &fakeWorker{id: f.next.Add(1), started: time.Now(), exited: make(chan struct{}), block: f.block, f: f}
@@ -229,7 +230,7 @@ func TestPoolReportsSandboxUnavailableAndRecoversWhenSpawningWorksAgain(t *testi
 	f := &factory{}
 	f.fail.Store(true)
 	p := newPool(t, f, pool.Config{WarmTarget: 2, MaxWorkers: 4})
-	waitFor(t, "a failed spawn", func() bool { return p.Stat().SpawnFailed > 0 })
+	waitFor(t, "spawns to keep failing", func() bool { return errors.Is(p.Ready(), pool.ErrSandboxUnavailable) })
 
 	if err := p.Ready(); !errors.Is(err, pool.ErrSandboxUnavailable) {
 		t.Fatalf("Ready = %v, want ErrSandboxUnavailable", err)
@@ -302,4 +303,17 @@ func TestPoolStressManyConcurrentRunsNeverShareAWorker(t *testing.T) {
 		t.Fatalf("%d workers alive after Close", n)
 	}
 	t.Logf("%d runs", runs.Load())
+}
+
+func TestPoolOneFailedSpawnDoesNotMakeTheSandboxUnavailable(t *testing.T) {
+	f := &factory{}
+	f.failNext.Store(1) // e.g. a spawn that timed out on a saturated machine
+	p := newPool(t, f, pool.Config{WarmTarget: 2, MaxWorkers: 4})
+	waitFor(t, "the warm set after one failure", func() bool { return p.Stat().IdleWorkers == 2 })
+	if got := p.Stat().SpawnFailed; got != 1 {
+		t.Fatalf("spawn failures = %d, want 1", got)
+	}
+	if _, err := p.Run(context.Background(), jailproc.Request{}); err != nil {
+		t.Fatalf("Run after one transient spawn failure: %v", err)
+	}
 }
