@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"sync/atomic"
 	"testing"
 )
 
@@ -49,20 +50,21 @@ func runHealthcheck(t *testing.T, argv []string, port int) int {
 // machine's, which is the same Debian interpreter.
 func TestTheDockerHealthcheckPassesOnlyWhenHealthzAnswers200(t *testing.T) {
 	argv := healthcheckCmd(t)
-	status := http.StatusOK
+	var status atomic.Int32
+	status.Store(http.StatusOK)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/healthz" {
 			http.NotFound(w, r)
 			return
 		}
-		w.WriteHeader(status)
+		w.WriteHeader(int(status.Load()))
 	}))
 	defer srv.Close()
 	port := srv.Listener.Addr().(*net.TCPAddr).Port
 	if code := runHealthcheck(t, argv, port); code != 0 {
 		t.Fatalf("healthy server: exit %d, want 0", code)
 	}
-	status = http.StatusServiceUnavailable
+	status.Store(http.StatusServiceUnavailable)
 	if code := runHealthcheck(t, argv, port); code == 0 {
 		t.Fatal("a /healthz answering 503 passed the health check")
 	}
