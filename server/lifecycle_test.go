@@ -499,18 +499,7 @@ func TestTheBinaryShutsDownGracefullyOnSignals(t *testing.T) {
 
 func lcPost(t *testing.T, url, auth, body string) (int, http.Header, string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
+	return postRaw(t, url, map[string]string{"Content-Type": "application/json", "Authorization": auth}, body)
 }
 
 func TestAPIKeysGuardExecuteButNotProbesAndNeverReachTheLog(t *testing.T) {

@@ -131,6 +131,28 @@ func (s *server) post(path, contentType, body string) response {
 	return readResponse(s.t, resp)
 }
 
+// postRaw posts body to url with the given headers (empty values are left
+// out) and returns the status, the headers and the body as text.
+func postRaw(t *testing.T, url string, headers map[string]string, body string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range headers {
+		if v != "" {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(raw)
+}
+
 // readResponse reads and closes resp, whose body must be JSON.
 func readResponse(t *testing.T, resp *http.Response) response {
 	t.Helper()

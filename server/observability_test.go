@@ -513,21 +513,8 @@ func TestARealPrometheusScrapesTheSeriesTheDashboardAndAlertsQuery(t *testing.T)
 // postWithID posts body with an X-Request-Id (none if id is empty).
 func postWithID(t *testing.T, s *server, ctype, body, id string) (int, string, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, s.url+"/execute", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", ctype)
-	if id != "" {
-		req.Header.Set("X-Request-Id", id)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header.Get("X-Request-Id"), string(raw)
+	status, h, raw := postRaw(t, s.url+"/execute", map[string]string{"Content-Type": ctype, "X-Request-Id": id}, body)
+	return status, h.Get("X-Request-Id"), raw
 }
 
 // jsonLines returns the lines of logs that are JSON objects.
