@@ -7,19 +7,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/secure-script-executor/executor"
+
 	"github.com/secure-script-executor/executor/httpapi"
-	"github.com/secure-script-executor/executor/jailproc"
 )
 
 func TestBatchRunsOnceInBatchModeAndAnswersOneItemPerRecord(t *testing.T) {
-	runner := &fakeRunner{result: jailproc.Result{
-		Status: jailproc.StatusOK,
-		Batch: []jailproc.BatchItem{
+	runner := &fakeRunner{result: executor.Result{
+		Status: executor.StatusOK,
+		Batch: []executor.BatchItem{
 			{Result: json.RawMessage(`{"n": 2}`), Stdout: "one\n"},
-			{Error: &jailproc.ScriptError{Type: jailproc.StatusRuntimeError, Message: "ZeroDivisionError: division by zero",
+			{Error: &executor.ScriptError{Type: executor.StatusRuntimeError, Message: "ZeroDivisionError: division by zero",
 				Line: 2, Traceback: "Traceback...\nZeroDivisionError: division by zero"}},
 			{Result: nil, Stdout: ""},
-			{Error: &jailproc.ScriptError{Type: jailproc.StatusResultNotJSON, Message: "main returned a set",
+			{Error: &executor.ScriptError{Type: executor.StatusResultNotJSON, Message: "main returned a set",
 				Traceback: "not for this type"}},
 		},
 		Stderr:   []byte("log\n"),
@@ -44,7 +45,7 @@ func TestBatchRunsOnceInBatchModeAndAnswersOneItemPerRecord(t *testing.T) {
 		t.Errorf("answer\n got %s\nwant %s", r.raw, want)
 	}
 	req := runner.calls()[0]
-	if req.Mode != jailproc.ModeBatch || string(req.Input) != inputs || req.Timeout != 2*time.Second {
+	if req.Mode != executor.ModeBatch || string(req.Input) != inputs || req.Timeout != 2*time.Second {
 		t.Errorf("runner got mode %q input %q timeout %v", req.Mode, req.Input, req.Timeout)
 	}
 }
@@ -81,19 +82,19 @@ func TestBatchInputsAreCheckedBeforeRunning(t *testing.T) {
 }
 
 func TestBatchAtTheRecordLimitIsAccepted(t *testing.T) {
-	items := make([]jailproc.BatchItem, 3)
+	items := make([]executor.BatchItem, 3)
 	for i := range items {
 		items[i].Result = json.RawMessage("1")
 	}
 	s := httpapi.New(httpapi.Config{MaxBatchRecords: 3},
-		&fakeRunner{result: jailproc.Result{Status: jailproc.StatusOK, Batch: items}})
+		&fakeRunner{result: executor.Result{Status: executor.StatusOK, Batch: items}})
 	wantStatus(t, post(t, s, "/execute/batch", `{"script":"x","inputs":[1,2,3]}`), http.StatusOK)
 }
 
 func TestBatchScriptFailuresAreThe422ErrorsOfExecute(t *testing.T) {
-	runner := &fakeRunner{result: jailproc.Result{
-		Status: jailproc.StatusSyntaxError,
-		Error:  &jailproc.ScriptError{Type: jailproc.StatusSyntaxError, Message: "invalid syntax", Line: 1},
+	runner := &fakeRunner{result: executor.Result{
+		Status: executor.StatusSyntaxError,
+		Error:  &executor.ScriptError{Type: executor.StatusSyntaxError, Message: "invalid syntax", Line: 1},
 		Stdout: []byte("o"), Stderr: []byte("e"),
 	}}
 	s := httpapi.New(httpapi.Config{}, runner)
@@ -105,8 +106,8 @@ func TestBatchScriptFailuresAreThe422ErrorsOfExecute(t *testing.T) {
 }
 
 func TestBatchWithAnItemCountThatDoesNotMatchTheRecordsIsInternal(t *testing.T) {
-	runner := &fakeRunner{result: jailproc.Result{Status: jailproc.StatusOK,
-		Batch: []jailproc.BatchItem{{Result: json.RawMessage("1")}}}}
+	runner := &fakeRunner{result: executor.Result{Status: executor.StatusOK,
+		Batch: []executor.BatchItem{{Result: json.RawMessage("1")}}}}
 	s := httpapi.New(httpapi.Config{}, runner)
 	wantError(t, post(t, s, "/execute/batch", `{"script":"x","inputs":[1,2]}`),
 		http.StatusInternalServerError, "internal")

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/secure-script-executor/executor/jailproc"
+	"github.com/secure-script-executor/executor"
 )
 
 // MaxInputDepth is how deeply `input` (or one batch record) may nest arrays and
@@ -41,7 +41,7 @@ type runRequest struct {
 // because Unmarshal matches field names case-insensitively, lets duplicate
 // keys silently win, and reports unknown fields and wrong types in Go terms
 // the client cannot act on.
-func decodeRunRequest(body []byte, mode jailproc.Mode, maxRecords int) (runRequest, *apiError) {
+func decodeRunRequest(body []byte, mode executor.Mode, maxRecords int) (runRequest, *apiError) {
 	var rr runRequest
 	if len(bytes.TrimSpace(body)) == 0 {
 		return rr, invalidRequest(`the request body is empty; send a JSON object such as {"script": "def main():\n    return 1"}`)
@@ -53,7 +53,7 @@ func decodeRunRequest(body []byte, mode jailproc.Mode, maxRecords int) (runReque
 	}
 
 	inputField, fields := "input", `"script", "input" and "timeout_ms"`
-	if mode == jailproc.ModeBatch {
+	if mode == executor.ModeBatch {
 		inputField, fields = "inputs", `"script", "inputs" and "timeout_ms"`
 	}
 
@@ -147,7 +147,7 @@ func decodeRunRequest(body []byte, mode jailproc.Mode, maxRecords int) (runReque
 	if !seen["script"] {
 		return rr, invalidRequest("script is required: send Python source that defines main")
 	}
-	if mode == jailproc.ModeBatch && !seen["inputs"] {
+	if mode == executor.ModeBatch && !seen["inputs"] {
 		return rr, invalidRequest("inputs is required: send a JSON array of records")
 	}
 	return rr, nil

@@ -8,15 +8,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/secure-script-executor/executor"
+
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/secure-script-executor/executor/jailproc"
 	"github.com/secure-script-executor/executor/pool"
 )
 
 // Error types of the API. They are part of the contract: clients switch on
 // them, so the strings never change. The script-level types are the
-// jailproc.Status values, so a new status cannot drift from its API name.
+// executor.Status values, so a new status cannot drift from its API name.
 const (
 	TypeInvalidRequest       = "invalid_request"
 	TypeUnauthorized         = "unauthorized"
@@ -26,13 +27,13 @@ const (
 	TypeRequestTooLarge      = "request_too_large"
 	TypeUnsupportedMediaType = "unsupported_media_type"
 	TypeHeadersTooLarge      = "headers_too_large"
-	TypeSyntaxError          = string(jailproc.StatusSyntaxError)
-	TypeMissingMain          = string(jailproc.StatusMissingMain)
-	TypeRuntimeError         = string(jailproc.StatusRuntimeError)
-	TypeResultNotJSON        = string(jailproc.StatusResultNotJSON)
-	TypeTimeout              = string(jailproc.StatusTimeout)
-	TypeMemoryLimit          = string(jailproc.StatusMemoryLimit)
-	TypeOutputLimit          = string(jailproc.StatusOutputLimit)
+	TypeSyntaxError          = string(executor.StatusSyntaxError)
+	TypeMissingMain          = string(executor.StatusMissingMain)
+	TypeRuntimeError         = string(executor.StatusRuntimeError)
+	TypeResultNotJSON        = string(executor.StatusResultNotJSON)
+	TypeTimeout              = string(executor.StatusTimeout)
+	TypeMemoryLimit          = string(executor.StatusMemoryLimit)
+	TypeOutputLimit          = string(executor.StatusOutputLimit)
 	TypeOverloaded           = "overloaded"
 	TypeSandboxUnavailable   = "sandbox_unavailable"
 	TypeInternal             = "internal"
@@ -106,12 +107,12 @@ type errorDetail struct {
 }
 
 // detailOf converts a per-record script error of a batch.
-func detailOf(e *jailproc.ScriptError) errorDetail {
+func detailOf(e *executor.ScriptError) errorDetail {
 	d := errorDetail{Type: string(e.Type), Message: e.Message}
 	if e.Line > 0 {
 		d.Line = e.Line
 	}
-	if e.Type == jailproc.StatusRuntimeError {
+	if e.Type == executor.StatusRuntimeError {
 		d.Traceback = e.Traceback
 	}
 	if d.Message == "" {
@@ -228,19 +229,19 @@ func (s *Server) runErrorFor(err error, shuttingDown bool) *apiError {
 
 // scriptStatuses are the run statuses answered with 422. Any other non-OK
 // status from the runner is a supervisor bug and answered as internal.
-var scriptStatuses = map[jailproc.Status]bool{
-	jailproc.StatusSyntaxError:   true,
-	jailproc.StatusMissingMain:   true,
-	jailproc.StatusRuntimeError:  true,
-	jailproc.StatusResultNotJSON: true,
-	jailproc.StatusTimeout:       true,
-	jailproc.StatusMemoryLimit:   true,
-	jailproc.StatusOutputLimit:   true,
+var scriptStatuses = map[executor.Status]bool{
+	executor.StatusSyntaxError:   true,
+	executor.StatusMissingMain:   true,
+	executor.StatusRuntimeError:  true,
+	executor.StatusResultNotJSON: true,
+	executor.StatusTimeout:       true,
+	executor.StatusMemoryLimit:   true,
+	executor.StatusOutputLimit:   true,
 }
 
 // scriptError builds the 422 answer for a run that ended in a non-OK status.
 // eff is the run's effective timeout, for the timeout message.
-func (s *Server) scriptError(res jailproc.Result, eff time.Duration) *apiError {
+func (s *Server) scriptError(res executor.Result, eff time.Duration) *apiError {
 	if !scriptStatuses[res.Status] {
 		return internalError(fmt.Errorf("httpapi: runner returned unknown status %q", res.Status))
 	}
@@ -248,11 +249,11 @@ func (s *Server) scriptError(res jailproc.Result, eff time.Duration) *apiError {
 	if res.Error != nil {
 		ae.Message = res.Error.Message
 		ae.Line = max(0, res.Error.Line)
-		if res.Status == jailproc.StatusRuntimeError {
+		if res.Status == executor.StatusRuntimeError {
 			ae.Traceback = res.Error.Traceback
 		}
 	}
-	if res.Status == jailproc.StatusTimeout {
+	if res.Status == executor.StatusTimeout {
 		// The supervisor only knows it killed the jail; we know which limit
 		// applied and what the client can do about it.
 		ae.Message = timeoutMessage(eff, s.cfg.Timeout)

@@ -10,15 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/secure-script-executor/executor"
+
 	"github.com/secure-script-executor/executor/httpapi"
-	"github.com/secure-script-executor/executor/jailproc"
 )
 
 const helloScript = "def main():\n    print('hello')\n    return {'msg': 'done'}\n"
 
 func TestExecuteAnswersTheHelloExampleWithItsExactResultAndStdout(t *testing.T) {
-	runner := &fakeRunner{result: jailproc.Result{
-		Status:   jailproc.StatusOK,
+	runner := &fakeRunner{result: executor.Result{
+		Status:   executor.StatusOK,
 		Value:    json.RawMessage(`{"msg": "done"}`),
 		Stdout:   []byte("hello\n"),
 		Duration: 12345 * time.Microsecond,
@@ -58,7 +59,7 @@ func TestExecuteAnswersTheHelloExampleWithItsExactResultAndStdout(t *testing.T) 
 		t.Fatalf("runner called %d times", len(calls))
 	}
 	req := calls[0]
-	if req.Mode != jailproc.ModeSingle || string(req.Script) != helloScript || req.Input != nil ||
+	if req.Mode != executor.ModeSingle || string(req.Script) != helloScript || req.Input != nil ||
 		req.Timeout != httpapi.DefaultTimeout {
 		t.Errorf("runner got %+v", req)
 	}
@@ -265,14 +266,14 @@ func TestBodyOverTheLimitIsAnswered413WithAJSONError(t *testing.T) {
 }
 
 func TestScriptFailuresAreAnswered422WithTheirTypeAndTheOutputSoFar(t *testing.T) {
-	for _, st := range []jailproc.Status{
-		jailproc.StatusSyntaxError, jailproc.StatusMissingMain, jailproc.StatusRuntimeError,
-		jailproc.StatusResultNotJSON, jailproc.StatusTimeout, jailproc.StatusMemoryLimit, jailproc.StatusOutputLimit,
+	for _, st := range []executor.Status{
+		executor.StatusSyntaxError, executor.StatusMissingMain, executor.StatusRuntimeError,
+		executor.StatusResultNotJSON, executor.StatusTimeout, executor.StatusMemoryLimit, executor.StatusOutputLimit,
 	} {
 		t.Run(string(st), func(t *testing.T) {
-			runner := &fakeRunner{result: jailproc.Result{
+			runner := &fakeRunner{result: executor.Result{
 				Status: st,
-				Error: &jailproc.ScriptError{
+				Error: &executor.ScriptError{
 					Type: st, Message: "boom happened", Line: 3,
 					Traceback: "Traceback (most recent call last):\n  File \"<script>\", line 3\nValueError: boom",
 				},
@@ -290,7 +291,7 @@ func TestScriptFailuresAreAnswered422WithTheirTypeAndTheOutputSoFar(t *testing.T
 				t.Errorf("line = %v, want 3", e["line"])
 			}
 			_, hasTB := e["traceback"]
-			if hasTB != (st == jailproc.StatusRuntimeError) {
+			if hasTB != (st == executor.StatusRuntimeError) {
 				t.Errorf("traceback present = %v for %s", hasTB, st)
 			}
 		})
@@ -298,8 +299,8 @@ func TestScriptFailuresAreAnswered422WithTheirTypeAndTheOutputSoFar(t *testing.T
 }
 
 func TestTimeoutMessageNamesTheLimitAndWhatToDo(t *testing.T) {
-	runner := &fakeRunner{result: jailproc.Result{Status: jailproc.StatusTimeout,
-		Error: &jailproc.ScriptError{Type: jailproc.StatusTimeout, Message: "killed"}}}
+	runner := &fakeRunner{result: executor.Result{Status: executor.StatusTimeout,
+		Error: &executor.ScriptError{Type: executor.StatusTimeout, Message: "killed"}}}
 	s := httpapi.New(httpapi.Config{Timeout: 5 * time.Second}, runner)
 
 	r := post(t, s, "/execute", `{"script":"x","timeout_ms":1000}`)
@@ -315,7 +316,7 @@ func TestTimeoutMessageNamesTheLimitAndWhatToDo(t *testing.T) {
 }
 
 func TestScriptErrorWithoutDetailsGetsADefaultMessageAndNoLine(t *testing.T) {
-	runner := &fakeRunner{result: jailproc.Result{Status: jailproc.StatusMissingMain}}
+	runner := &fakeRunner{result: executor.Result{Status: executor.StatusMissingMain}}
 	s := httpapi.New(httpapi.Config{}, runner)
 	r := post(t, s, "/execute", `{"script":"x"}`)
 	wantError(t, r, http.StatusUnprocessableEntity, "missing_main")
@@ -382,7 +383,7 @@ func TestOverloadedAnswersCarryRetryAfterInWholeSeconds(t *testing.T) {
 }
 
 func TestUnknownRunStatusIsInternal(t *testing.T) {
-	s := httpapi.New(httpapi.Config{}, &fakeRunner{result: jailproc.Result{Status: "overloaded"}})
+	s := httpapi.New(httpapi.Config{}, &fakeRunner{result: executor.Result{Status: "overloaded"}})
 	wantError(t, post(t, s, "/execute", `{"script":"x"}`), http.StatusInternalServerError, "internal")
 }
 
@@ -402,7 +403,7 @@ func TestAPanicInTheRunnerIsAnswered500AndLogged(t *testing.T) {
 }
 
 func TestStdoutThatIsNotUTF8IsAnsweredWithReplacementCharacters(t *testing.T) {
-	runner := &fakeRunner{result: jailproc.Result{Status: jailproc.StatusOK, Value: json.RawMessage("null"),
+	runner := &fakeRunner{result: executor.Result{Status: executor.StatusOK, Value: json.RawMessage("null"),
 		Stdout: []byte("a\xffb"), Stderr: []byte("\xc3")}}
 	s := httpapi.New(httpapi.Config{}, runner)
 	r := post(t, s, "/execute", `{"script":"x"}`)
@@ -415,7 +416,7 @@ func TestStdoutThatIsNotUTF8IsAnsweredWithReplacementCharacters(t *testing.T) {
 }
 
 func TestAnEmptyResultValueIsAnsweredAsNull(t *testing.T) {
-	s := httpapi.New(httpapi.Config{}, &fakeRunner{result: jailproc.Result{Status: jailproc.StatusOK}})
+	s := httpapi.New(httpapi.Config{}, &fakeRunner{result: executor.Result{Status: executor.StatusOK}})
 	r := post(t, s, "/execute", `{"script":"x"}`)
 	if !strings.Contains(r.raw, `"result":null`) {
 		t.Errorf("got %s", r.raw)

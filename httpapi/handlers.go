@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
+	"github.com/secure-script-executor/executor"
 
-	"github.com/secure-script-executor/executor/jailproc"
+	"github.com/gofiber/fiber/v2"
 )
 
 // executeResponse is the 200 answer of /execute.
@@ -41,7 +41,7 @@ type batchItem struct {
 var jsonNull = json.RawMessage("null")
 
 func (s *Server) handleExecute(c *fiber.Ctx) error {
-	res, _, err := s.decodeAndRun(c, jailproc.ModeSingle)
+	res, _, err := s.decodeAndRun(c, executor.ModeSingle)
 	if err != nil {
 		return err
 	}
@@ -58,7 +58,7 @@ func (s *Server) handleExecute(c *fiber.Ctx) error {
 }
 
 func (s *Server) handleBatch(c *fiber.Ctx) error {
-	res, records, err := s.decodeAndRun(c, jailproc.ModeBatch)
+	res, records, err := s.decodeAndRun(c, executor.ModeBatch)
 	if err != nil {
 		return err
 	}
@@ -91,16 +91,16 @@ func (s *Server) handleBatch(c *fiber.Ctx) error {
 // decodeAndRun is the part /execute and /execute/batch share: check the body,
 // run it, and turn every failure into an *apiError. On success the Result has
 // Status OK. records is the batch size (batch only).
-func (s *Server) decodeAndRun(c *fiber.Ctx, mode jailproc.Mode) (jailproc.Result, int, error) {
+func (s *Server) decodeAndRun(c *fiber.Ctx, mode executor.Mode) (executor.Result, int, error) {
 	info := c.Locals(infoKey).(*requestInfo)
 	if aerr := checkContentType(c.Get(fiber.HeaderContentType)); aerr != nil {
-		return jailproc.Result{}, 0, aerr
+		return executor.Result{}, 0, aerr
 	}
 	// decodeRunRequest copies what it keeps: c.Body() is reused by fasthttp
 	// after the handler returns.
 	rr, aerr := decodeRunRequest(c.Body(), mode, s.cfg.MaxBatchRecords)
 	if aerr != nil {
-		return jailproc.Result{}, 0, aerr
+		return executor.Result{}, 0, aerr
 	}
 	info.scriptBytes = len(rr.Script)
 	if s.cfg.LogScripts {
@@ -108,7 +108,7 @@ func (s *Server) decodeAndRun(c *fiber.Ctx, mode jailproc.Mode) (jailproc.Result
 	}
 
 	eff := s.effectiveTimeout(rr.TimeoutMS)
-	req := jailproc.Request{Mode: mode, Script: []byte(rr.Script), Input: rr.Input, Timeout: eff}
+	req := executor.Request{Mode: mode, Script: []byte(rr.Script), Input: rr.Input, Timeout: eff}
 
 	// fiber's UserContext is Background and fasthttp does not cancel on
 	// client disconnect, so the run's deadline is set here explicitly. The
@@ -133,7 +133,7 @@ func (s *Server) decodeAndRun(c *fiber.Ctx, mode jailproc.Mode) (jailproc.Result
 	switch {
 	case err != nil:
 		result = s.runErrorFor(err, s.runBase.Err() != nil)
-	case res.Status != jailproc.StatusOK:
+	case res.Status != executor.StatusOK:
 		result = s.scriptError(res, eff)
 	}
 	outcome := "ok"

@@ -14,8 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/secure-script-executor/executor"
+
 	"github.com/secure-script-executor/executor/httpapi"
-	"github.com/secure-script-executor/executor/jailproc"
 	"github.com/secure-script-executor/executor/pool"
 )
 
@@ -28,10 +29,10 @@ var (
 // fakeRunner records what it was asked and answers with a canned result.
 type fakeRunner struct {
 	mu        sync.Mutex
-	reqs      []jailproc.Request
+	reqs      []executor.Request
 	deadlines []time.Duration // time left on ctx when Run was called
 
-	result  jailproc.Result
+	result  executor.Result
 	err     error
 	ready   error
 	panicV  any
@@ -41,7 +42,7 @@ type fakeRunner struct {
 
 var _ httpapi.Runner = (*fakeRunner)(nil)
 
-func (f *fakeRunner) Run(ctx context.Context, req jailproc.Request) (jailproc.Result, error) {
+func (f *fakeRunner) Run(ctx context.Context, req executor.Request) (executor.Result, error) {
 	f.mu.Lock()
 	f.reqs = append(f.reqs, req)
 	if dl, ok := ctx.Deadline(); ok {
@@ -59,7 +60,7 @@ func (f *fakeRunner) Run(ctx context.Context, req jailproc.Request) (jailproc.Re
 		select {
 		case <-release:
 		case <-ctx.Done():
-			return jailproc.Result{}, ctx.Err()
+			return executor.Result{}, ctx.Err()
 		}
 	}
 	return res, err
@@ -67,15 +68,15 @@ func (f *fakeRunner) Run(ctx context.Context, req jailproc.Request) (jailproc.Re
 
 func (f *fakeRunner) Ready() error { return f.ready }
 
-func (f *fakeRunner) calls() []jailproc.Request {
+func (f *fakeRunner) calls() []executor.Request {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]jailproc.Request(nil), f.reqs...)
+	return append([]executor.Request(nil), f.reqs...)
 }
 
 func okRunner(value string) *fakeRunner {
-	return &fakeRunner{result: jailproc.Result{
-		Status: jailproc.StatusOK, Value: json.RawMessage(value), Duration: 12345 * time.Microsecond,
+	return &fakeRunner{result: executor.Result{
+		Status: executor.StatusOK, Value: json.RawMessage(value), Duration: 12345 * time.Microsecond,
 	}}
 }
 

@@ -17,10 +17,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/secure-script-executor/executor"
+
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
-
-	"github.com/secure-script-executor/executor/jailproc"
 )
 
 // Runner runs scripts. *pool.Pool implements it.
@@ -28,7 +28,7 @@ type Runner interface {
 	// Run executes one request in one single-use worker.
 	// Errors: pool.ErrOverloaded, errors wrapping pool.ErrSandboxUnavailable,
 	// pool.ErrClosed; anything else is internal.
-	Run(ctx context.Context, req jailproc.Request) (jailproc.Result, error)
+	Run(ctx context.Context, req executor.Request) (executor.Result, error)
 	// Ready returns nil when warm workers exist and the sandbox works, else
 	// an error whose text is safe to show operators in /readyz.
 	Ready() error

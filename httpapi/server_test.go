@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/secure-script-executor/executor"
+
 	"github.com/secure-script-executor/executor/httpapi"
-	"github.com/secure-script-executor/executor/jailproc"
 )
 
 func TestUnknownRoutesAndMethodsAreAnsweredWithJSONErrors(t *testing.T) {
@@ -192,22 +193,22 @@ func TestRecorderGetsTheOutcomeOfEveryRunAndBracketsEachRunnerCall(t *testing.T)
 	rec := &fakeRecorder{}
 	runner := okRunner("1")
 	s := httpapi.New(httpapi.Config{Recorder: rec}, runner)
-	set := func(res jailproc.Result, err error) {
+	set := func(res executor.Result, err error) {
 		runner.mu.Lock()
 		runner.result, runner.err = res, err
 		runner.mu.Unlock()
 	}
 
 	post(t, s, "/execute", `{"script":"x"}`)
-	set(jailproc.Result{Status: jailproc.StatusRuntimeError}, nil)
+	set(executor.Result{Status: executor.StatusRuntimeError}, nil)
 	post(t, s, "/execute", `{"script":"x"}`)
-	set(jailproc.Result{Status: jailproc.StatusTimeout}, nil)
+	set(executor.Result{Status: executor.StatusTimeout}, nil)
 	post(t, s, "/execute/batch", `{"script":"x","inputs":[1]}`)
-	set(jailproc.Result{}, errOverloaded)
+	set(executor.Result{}, errOverloaded)
 	post(t, s, "/execute", `{"script":"x"}`)
-	set(jailproc.Result{}, errSandbox)
+	set(executor.Result{}, errSandbox)
 	post(t, s, "/execute", `{"script":"x"}`)
-	set(jailproc.Result{}, errors.New("bug"))
+	set(executor.Result{}, errors.New("bug"))
 	post(t, s, "/execute", `{"script":"x"}`)
 	// Execution requests refused before the runner count too, with their
 	// type; requests that are not execution requests do not.
@@ -240,7 +241,7 @@ func TestRecorderGetsTheOutcomeOfEveryRunAndBracketsEachRunnerCall(t *testing.T)
 
 func TestEachRequestIsLoggedOnceWithoutScriptInputOrOutput(t *testing.T) {
 	var logs syncBuffer
-	runner := &fakeRunner{result: jailproc.Result{Status: jailproc.StatusOK, Value: json.RawMessage(`"VALUE"`),
+	runner := &fakeRunner{result: executor.Result{Status: executor.StatusOK, Value: json.RawMessage(`"VALUE"`),
 		Stdout: []byte("STDOUT-TEXT"), Stderr: []byte("STDERR-TEXT"), Duration: 3 * time.Millisecond}}
 	s := httpapi.New(httpapi.Config{Logger: jsonLogger(&logs)}, runner)
 
@@ -279,7 +280,7 @@ func TestEachRequestIsLoggedOnceWithoutScriptInputOrOutput(t *testing.T) {
 
 func TestLogScriptsAddsScriptInputAndOutputToTheLogLine(t *testing.T) {
 	var logs syncBuffer
-	runner := &fakeRunner{result: jailproc.Result{Status: jailproc.StatusOK, Value: json.RawMessage(`1`),
+	runner := &fakeRunner{result: executor.Result{Status: executor.StatusOK, Value: json.RawMessage(`1`),
 		Stdout: []byte("STDOUT-TEXT"), Stderr: []byte("STDERR-TEXT")}}
 	s := httpapi.New(httpapi.Config{Logger: jsonLogger(&logs), LogScripts: true}, runner)
 	post(t, s, "/execute", `{"script":"SCRIPT-SOURCE","input":"INPUT-DATA"}`)

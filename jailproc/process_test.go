@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/secure-script-executor/executor"
+
 	"github.com/secure-script-executor/executor/internal/testenv"
 	"github.com/secure-script-executor/executor/jailproc"
 )
@@ -59,7 +61,7 @@ func fakeNsjail(t *testing.T, behaviour string) string {
 func newSupervisor(t *testing.T, cfg jailproc.Config, base int) *jailproc.Supervisor {
 	t.Helper()
 	if cfg.CgroupParent == "" {
-		cfg.CgroupParent = "executor-jailproc-test"
+		cfg.CgroupParent = testenv.CgroupParent(t, "jailproc")
 	}
 	s, err := jailproc.New(cfg, jailproc.UIDRange{Base: base, Size: 4})
 	if err != nil {
@@ -70,7 +72,7 @@ func newSupervisor(t *testing.T, cfg jailproc.Config, base int) *jailproc.Superv
 }
 
 func TestStartGivesUpOnAChildThatNeverBecomesReady(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: fakeNsjail(t, "never-ready"), StartTimeout: 300 * time.Millisecond}, 320000)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: fakeNsjail(t, "never-ready"), StartTimeout: 300 * time.Millisecond}, testenv.UIDBase(t))
 	start := time.Now()
 	_, err := s.Start(context.Background())
 	var se *jailproc.StartError
@@ -89,7 +91,7 @@ func TestStartGivesUpOnAChildThatNeverBecomesReady(t *testing.T) {
 }
 
 func TestStartReportsNsjailsOwnDiagnosticsWhenTheJailCannotBeCreated(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: fakeNsjail(t, "exit-early")}, 320100)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: fakeNsjail(t, "exit-early")}, testenv.UIDBase(t))
 	_, err := s.Start(context.Background())
 	var se *jailproc.StartError
 	if !errors.As(err, &se) || !se.Exited || se.ExitCode != 255 || !strings.Contains(se.Diagnostics, "CLONE_NEWUSER") {
@@ -98,14 +100,14 @@ func TestStartReportsNsjailsOwnDiagnosticsWhenTheJailCannotBeCreated(t *testing.
 }
 
 func TestStartRejectsAReadyLineThatIsNotTheProtocols(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: fakeNsjail(t, "bad-ready")}, 320200)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: fakeNsjail(t, "bad-ready")}, testenv.UIDBase(t))
 	if _, err := s.Start(context.Background()); err == nil {
 		t.Fatal("a malformed ready line was accepted")
 	}
 }
 
 func TestKillEscalatesToSIGKILLWhenNsjailIgnoresSIGTERM(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: fakeNsjail(t, "ignore-term")}, 320300)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: fakeNsjail(t, "ignore-term")}, testenv.UIDBase(t))
 	p, err := s.Start(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -124,20 +126,20 @@ func TestKillEscalatesToSIGKILLWhenNsjailIgnoresSIGTERM(t *testing.T) {
 }
 
 func TestARealJailRunsOneRequestAndKillLeavesNoProcessCgroupOrUid(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: "executor-jailproc-real"}, 320400)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: testenv.CgroupParent(t, "jailproc-real")}, testenv.UIDBase(t))
 	p, err := s.Start(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := p.Run(context.Background(), jailproc.Request{Mode: jailproc.ModeSingle, Script: []byte("import os\ndef main():\n    print(os.getuid())\n    return os.getpid()\n")})
-	if err != nil || res.Status != jailproc.StatusOK {
+	res, err := p.Run(context.Background(), executor.Request{Mode: executor.ModeSingle, Script: []byte("import os\ndef main():\n    print(os.getuid())\n    return os.getpid()\n")})
+	if err != nil || res.Status != executor.StatusOK {
 		t.Fatalf("%v %+v", err, res)
 	}
 	// Inside: uid 1000 and pid 1 of its own pid namespace.
 	if string(res.Stdout) != "1000\n" || string(res.Value) != "1" {
 		t.Fatalf("stdout %q result %s", res.Stdout, res.Value)
 	}
-	if _, err := p.Run(context.Background(), jailproc.Request{Script: []byte("def main(): return 1")}); !errors.Is(err, jailproc.ErrUsed) {
+	if _, err := p.Run(context.Background(), executor.Request{Script: []byte("def main(): return 1")}); !errors.Is(err, jailproc.ErrUsed) {
 		t.Fatalf("second Run: %v, want ErrUsed", err)
 	}
 	if err := p.Kill(); err != nil {
@@ -154,7 +156,7 @@ func TestARealJailRunsOneRequestAndKillLeavesNoProcessCgroupOrUid(t *testing.T) 
 }
 
 func TestKillOfANsjailKilledWithSIGKILLStillRemovesItsCgroups(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: "executor-jailproc-sigkill"}, 320500)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: testenv.CgroupParent(t, "jailproc-sigkill")}, testenv.UIDBase(t))
 	p, err := s.Start(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +179,7 @@ func TestKillOfANsjailKilledWithSIGKILLStillRemovesItsCgroups(t *testing.T) {
 }
 
 func TestLiveJailsNeverShareAHostUID(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t)}, 320600)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t)}, testenv.UIDBase(t))
 	var mu sync.Mutex
 	seen := map[int]bool{}
 	var procs []*jailproc.Process
@@ -203,15 +205,15 @@ func TestLiveJailsNeverShareAHostUID(t *testing.T) {
 }
 
 func TestDeathByCPULimitIsATimeoutAndDeathByOOMIsAMemoryLimit(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), MemoryLimit: 96 << 20, Timeout: 5 * time.Second, CgroupParent: "executor-jailproc-kill"}, 320700)
-	run := func(script string) jailproc.Result {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), MemoryLimit: 96 << 20, Timeout: 5 * time.Second, CgroupParent: testenv.CgroupParent(t, "jailproc-kill")}, testenv.UIDBase(t))
+	run := func(script string) executor.Result {
 		t.Helper()
 		p, err := s.Start(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer p.Kill()
-		res, err := p.Run(context.Background(), jailproc.Request{Mode: jailproc.ModeSingle, Script: []byte(script)})
+		res, err := p.Run(context.Background(), executor.Request{Mode: executor.ModeSingle, Script: []byte(script)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -220,11 +222,11 @@ func TestDeathByCPULimitIsATimeoutAndDeathByOOMIsAMemoryLimit(t *testing.T) {
 	// The script lowers its own CPU limit: the kernel SIGKILLs it at 1 s of
 	// CPU, long before the 5 s deadline.
 	res := run("import resource\ndef main():\n    resource.setrlimit(resource.RLIMIT_CPU, (1, 1))\n    while True:\n        pass\n")
-	if res.Status != jailproc.StatusTimeout {
+	if res.Status != executor.StatusTimeout {
 		t.Fatalf("CPU limit: %s %+v", res.Status, res.Error)
 	}
 	res = run("def main():\n    xs = []\n    while True:\n        xs.append(bytearray(1 << 20))\n")
-	if res.Status != jailproc.StatusMemoryLimit {
+	if res.Status != executor.StatusMemoryLimit {
 		t.Fatalf("OOM: %s %+v", res.Status, res.Error)
 	}
 }
@@ -235,7 +237,7 @@ func TestAPrivateTMPDIRDoesNotBreakSpawns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("TMPDIR", private)
-	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t)}, 320800)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t)}, testenv.UIDBase(t))
 	p, err := s.Start(context.Background())
 	if err != nil {
 		t.Fatalf("spawn with TMPDIR=%s (0700): %v", private, err)
@@ -244,7 +246,7 @@ func TestAPrivateTMPDIRDoesNotBreakSpawns(t *testing.T) {
 }
 
 func TestStartUpRemovesEmptyJailCgroupsLeftByAnEarlierRunButNotFreshOnes(t *testing.T) {
-	const parent = "executor-jailproc-stale"
+	parent := testenv.CgroupParent(t, "jailproc-stale")
 	var old, fresh []string
 	for _, ctl := range []string{"memory", "pids"} {
 		dir := filepath.Join("/sys/fs/cgroup", ctl, parent)
@@ -265,7 +267,7 @@ func TestStartUpRemovesEmptyJailCgroupsLeftByAnEarlierRunButNotFreshOnes(t *test
 			os.Remove(d)
 		}
 	})
-	newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: parent}, 320900)
+	newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: parent}, testenv.UIDBase(t))
 	for _, d := range old {
 		if _, err := os.Stat(d); err == nil {
 			info, _ := os.Stat(d)
@@ -284,7 +286,7 @@ func TestStartUpRemovesEmptyJailCgroupsLeftByAnEarlierRunButNotFreshOnes(t *test
 }
 
 func TestTheCPUCapHoldsAScriptThatForksCPUBurnersToItsShare(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CPUMsPerSec: 250, CgroupParent: "executor-jailproc-cpu"}, 321000)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CPUMsPerSec: 250, CgroupParent: testenv.CgroupParent(t, "jailproc-cpu")}, testenv.UIDBase(t))
 	if on, why := s.CPUCap(); !on {
 		t.Skipf("no cpu controller here: %s", why)
 	}
@@ -312,8 +314,8 @@ def main():
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
 `
-	res, err := p.Run(context.Background(), jailproc.Request{Mode: jailproc.ModeSingle, Script: []byte(script)})
-	if err != nil || res.Status != jailproc.StatusOK {
+	res, err := p.Run(context.Background(), executor.Request{Mode: executor.ModeSingle, Script: []byte(script)})
+	if err != nil || res.Status != executor.StatusOK {
 		t.Fatalf("%v %s %+v", err, res.Status, res.Error)
 	}
 	cpu, err := strconv.ParseFloat(string(res.Value), 64)

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/secure-script-executor/executor"
+
 	"github.com/jackc/puddle/v2"
 
 	"github.com/secure-script-executor/executor/jailproc"
@@ -23,7 +25,7 @@ import (
 // Worker is one warm, single-use worker (a *jailproc.Process in production).
 type Worker interface {
 	// Run executes one request. It is called at most once per worker.
-	Run(ctx context.Context, req jailproc.Request) (jailproc.Result, error)
+	Run(ctx context.Context, req executor.Request) (executor.Result, error)
 	// Kill ends the worker and blocks until it is gone. Idempotent.
 	Kill() error
 	// Exited is closed when the worker's process has exited.
@@ -167,20 +169,20 @@ func (p *Pool) construct(ctx context.Context) (Worker, error) {
 // Run checks out a worker, runs req in it and destroys it. Errors:
 // ErrOverloaded, ErrSandboxUnavailable (wrapped with the cause), ErrClosed,
 // the caller's ctx error, or a supervisor error from the worker.
-func (p *Pool) Run(ctx context.Context, req jailproc.Request) (jailproc.Result, error) {
+func (p *Pool) Run(ctx context.Context, req executor.Request) (executor.Result, error) {
 	start := time.Now()
 	if err := p.sandboxErr(); err != nil && !p.cfg.Cold && p.p.Stat().IdleResources() == 0 {
 		// Spawning is failing and nothing is warm: answer now instead of
 		// making every caller pay for another failing spawn. The refill
 		// loop keeps retrying in the background.
-		return jailproc.Result{}, err
+		return executor.Result{}, err
 	}
 	actx, cancel := context.WithTimeout(ctx, p.cfg.AcquireTimeout)
 	defer cancel()
 	for {
 		res, err := p.p.Acquire(actx)
 		if err != nil {
-			return jailproc.Result{}, p.acquireError(ctx, err)
+			return executor.Result{}, p.acquireError(ctx, err)
 		}
 		w := res.Value()
 		if exited(w) {

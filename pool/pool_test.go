@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/secure-script-executor/executor/jailproc"
+	"github.com/secure-script-executor/executor"
+
 	"github.com/secure-script-executor/executor/pool"
 )
 
@@ -26,7 +27,7 @@ type fakeWorker struct {
 	f       *factory
 }
 
-func (w *fakeWorker) Run(ctx context.Context, req jailproc.Request) (jailproc.Result, error) {
+func (w *fakeWorker) Run(ctx context.Context, req executor.Request) (executor.Result, error) {
 	if w.runs.Add(1) > 1 {
 		w.f.reused.Store(true)
 	}
@@ -37,10 +38,10 @@ func (w *fakeWorker) Run(ctx context.Context, req jailproc.Request) (jailproc.Re
 		select {
 		case <-w.block:
 		case <-ctx.Done():
-			return jailproc.Result{}, ctx.Err()
+			return executor.Result{}, ctx.Err()
 		}
 	}
-	return jailproc.Result{Status: jailproc.StatusOK, Value: []byte(strconv.FormatInt(w.id, 10))}, nil
+	return executor.Result{Status: executor.StatusOK, Value: []byte(strconv.FormatInt(w.id, 10))}, nil
 }
 
 func (w *fakeWorker) Kill() error {
@@ -128,7 +129,7 @@ func TestPoolUsesEachWorkerOnceAndRefillsAfterEveryRun(t *testing.T) {
 	p := newPool(t, f, pool.Config{WarmTarget: 3, MaxWorkers: 6})
 	seen := map[string]bool{}
 	for i := 0; i < 20; i++ {
-		res, err := p.Run(context.Background(), jailproc.Request{})
+		res, err := p.Run(context.Background(), executor.Request{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,7 +167,7 @@ func TestPoolReplacesAnIdleWorkerWhoseProcessDied(t *testing.T) {
 	f.mu.Unlock()
 	close(dead.exited) // the process died on its own while idle
 
-	res, err := p.Run(context.Background(), jailproc.Request{})
+	res, err := p.Run(context.Background(), executor.Request{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,10 +182,10 @@ func TestPoolReplacesAnIdleWorkerWhoseProcessDied(t *testing.T) {
 func TestPoolRunReturnsErrOverloadedWhenNoWorkerFreesUpBeforeTheAcquireDeadline(t *testing.T) {
 	f := &factory{block: make(chan struct{})}
 	p := newPool(t, f, pool.Config{WarmTarget: 1, MaxWorkers: 1, AcquireTimeout: 50 * time.Millisecond})
-	go p.Run(context.Background(), jailproc.Request{})
+	go p.Run(context.Background(), executor.Request{})
 	waitFor(t, "the only worker to be busy", func() bool { return p.Stat().AcquiredWorkers == 1 })
 
-	_, err := p.Run(context.Background(), jailproc.Request{})
+	_, err := p.Run(context.Background(), executor.Request{})
 	if !errors.Is(err, pool.ErrOverloaded) {
 		t.Fatalf("err = %v, want ErrOverloaded", err)
 	}
@@ -197,7 +198,7 @@ func TestPoolCloseWaitsForRunsInFlightAndKillsEveryWorker(t *testing.T) {
 	done := make(chan error, 2)
 	for range 2 {
 		go func() {
-			_, err := p.Run(context.Background(), jailproc.Request{})
+			_, err := p.Run(context.Background(), executor.Request{})
 			done <- err
 		}()
 	}
@@ -220,7 +221,7 @@ func TestPoolCloseWaitsForRunsInFlightAndKillsEveryWorker(t *testing.T) {
 	if n := f.live.Load(); n != 0 {
 		t.Fatalf("%d workers still alive after Close", n)
 	}
-	if _, err := p.Run(context.Background(), jailproc.Request{}); !errors.Is(err, pool.ErrClosed) {
+	if _, err := p.Run(context.Background(), executor.Request{}); !errors.Is(err, pool.ErrClosed) {
 		t.Fatalf("Run after Close: err = %v, want ErrClosed", err)
 	}
 	p.Close() // idempotent
@@ -235,7 +236,7 @@ func TestPoolReportsSandboxUnavailableAndRecoversWhenSpawningWorksAgain(t *testi
 	if err := p.Ready(); !errors.Is(err, pool.ErrSandboxUnavailable) {
 		t.Fatalf("Ready = %v, want ErrSandboxUnavailable", err)
 	}
-	if _, err := p.Run(context.Background(), jailproc.Request{}); !errors.Is(err, pool.ErrSandboxUnavailable) {
+	if _, err := p.Run(context.Background(), executor.Request{}); !errors.Is(err, pool.ErrSandboxUnavailable) {
 		t.Fatalf("Run = %v, want ErrSandboxUnavailable", err)
 	}
 	if p.Stat().LastSpawnErr == nil {
@@ -244,7 +245,7 @@ func TestPoolReportsSandboxUnavailableAndRecoversWhenSpawningWorksAgain(t *testi
 
 	f.fail.Store(false)
 	waitFor(t, "recovery", func() bool { return p.Ready() == nil })
-	if _, err := p.Run(context.Background(), jailproc.Request{}); err != nil {
+	if _, err := p.Run(context.Background(), executor.Request{}); err != nil {
 		t.Fatalf("Run after recovery: %v", err)
 	}
 }
@@ -257,7 +258,7 @@ func TestPoolInColdModeKeepsNoWarmSetAndSpawnsPerRun(t *testing.T) {
 		t.Fatalf("cold pool has %d idle workers", got)
 	}
 	for range 3 {
-		if _, err := p.Run(context.Background(), jailproc.Request{}); err != nil {
+		if _, err := p.Run(context.Background(), executor.Request{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -286,7 +287,7 @@ func TestPoolStressManyConcurrentRunsNeverShareAWorker(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(stop) {
-				if _, err := p.Run(context.Background(), jailproc.Request{}); err != nil {
+				if _, err := p.Run(context.Background(), executor.Request{}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -313,7 +314,7 @@ func TestPoolOneFailedSpawnDoesNotMakeTheSandboxUnavailable(t *testing.T) {
 	if got := p.Stat().SpawnFailed; got != 1 {
 		t.Fatalf("spawn failures = %d, want 1", got)
 	}
-	if _, err := p.Run(context.Background(), jailproc.Request{}); err != nil {
+	if _, err := p.Run(context.Background(), executor.Request{}); err != nil {
 		t.Fatalf("Run after one transient spawn failure: %v", err)
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/secure-script-executor/executor"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -149,7 +151,7 @@ func uidRangeSize(maxWorkers int) int { return 4*maxWorkers + 16 }
 // runner adapts the pool to the API: ready also requires the self-test.
 type runner App
 
-func (r *runner) Run(ctx context.Context, req jailproc.Request) (jailproc.Result, error) {
+func (r *runner) Run(ctx context.Context, req executor.Request) (executor.Result, error) {
 	return r.pool.Run(ctx, req)
 }
 
@@ -227,12 +229,12 @@ func (a *App) selftest(ctx context.Context) {
 	var lastErr string
 	for {
 		if a.pool.Ready() == nil {
-			res, err := a.pool.Run(ctx, jailproc.Request{Mode: jailproc.ModeSingle, Script: []byte(selftestScript), Input: []byte("[1,2,3]")})
+			res, err := a.pool.Run(ctx, executor.Request{Mode: executor.ModeSingle, Script: []byte(selftestScript), Input: []byte("[1,2,3]")})
 			var msg string
 			switch {
 			case err != nil:
 				msg = err.Error()
-			case res.Status != jailproc.StatusOK:
+			case res.Status != executor.StatusOK:
 				msg = fmt.Sprintf("status %s: %+v", res.Status, res.Error)
 			case !bytes.Equal(bytes.ReplaceAll(res.Value, []byte(" "), nil), selftestWant):
 				msg = fmt.Sprintf("unexpected result %s", res.Value)

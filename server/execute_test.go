@@ -4,16 +4,18 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"github.com/secure-script-executor/executor/internal/testenv"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/secure-script-executor/executor/internal/testenv"
 )
 
 // One server serves the tests of this file that do not need their own
@@ -281,7 +283,7 @@ func TestHTTPInputErrorsHaveTheirOwnTypesAndStatuses(t *testing.T) {
 }
 
 func TestOverloadAnswers429WithRetryAfterWhenNoWorkerFreesUpInTime(t *testing.T) {
-	s := startServer(t, nil, "--warm-workers", "1", "--max-workers", "1", "--acquire-timeout", "200ms", "--uid-base", "210000")
+	s := startServer(t, nil, "--warm-workers", "1", "--max-workers", "1", "--acquire-timeout", "200ms", "--uid-base", testenv.UIDBaseArg(t))
 	s.waitReady()
 	done := make(chan response, 1)
 	go func() { done <- s.execute("import time\ndef main():\n    time.sleep(1.5)\n    return 1\n") }()
@@ -296,7 +298,7 @@ func TestOverloadAnswers429WithRetryAfterWhenNoWorkerFreesUpInTime(t *testing.T)
 }
 
 func TestABrokenSandboxKeepsTheServerUpButNotReadyAndNothingRunsUnsandboxed(t *testing.T) {
-	s := startServer(t, nil, "--nsjail-path", "/bin/false", "--uid-base", "220000")
+	s := startServer(t, nil, "--nsjail-path", "/bin/false", "--uid-base", testenv.UIDBaseArg(t))
 	time.Sleep(300 * time.Millisecond)
 	resp, err := http.Get(s.url + "/healthz")
 	if err != nil || resp.StatusCode != 200 {
@@ -320,7 +322,7 @@ func TestABrokenSandboxKeepsTheServerUpButNotReadyAndNothingRunsUnsandboxed(t *t
 func TestTheSandboxRecoversWhenNsjailAppearsLater(t *testing.T) {
 	dir := t.TempDir()
 	link := filepath.Join(dir, "nsjail")
-	s := startServer(t, nil, "--nsjail-path", link, "--uid-base", "230000", "--warm-workers", "1", "--max-workers", "2")
+	s := startServer(t, nil, "--nsjail-path", link, "--uid-base", testenv.UIDBaseArg(t), "--warm-workers", "1", "--max-workers", "2")
 	time.Sleep(300 * time.Millisecond)
 	if r := s.execute(hello); errType(r) != "sandbox_unavailable" {
 		t.Fatalf("before nsjail exists: %s", r.Raw)
@@ -336,30 +338,26 @@ func TestTheSandboxRecoversWhenNsjailAppearsLater(t *testing.T) {
 
 func TestCloseLeavesNoJailProcessNoCgroupAndNoOpenFile(t *testing.T) {
 	fdsBefore := openFDs(t)
-	s := startServer(t, nil, "--uid-base", "240000", "--warm-workers", "4", "--max-workers", "8", "--cgroup-parent", "executor-close-test")
+	uidBase, cgroup := testenv.UIDBase(t), testenv.CgroupParent(t, "close")
+	s := startServer(t, nil, "--uid-base", strconv.Itoa(uidBase), "--warm-workers", "4", "--max-workers", "8", "--cgroup-parent", cgroup)
 	s.waitReady()
 	for i := 0; i < 8; i++ {
 		s.execute(hello)
 	}
 	s.execute("def main():\n    while True: pass\n", `"timeout_ms":100`)
-	if len(jailProcesses(t, 240000, 8)) == 0 {
+	if len(jailProcesses(t, uidBase, 8)) == 0 {
 		t.Fatal("no jail processes seen while running: the check below would prove nothing")
 	}
 	if code := s.stop(); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
-	if left := jailProcesses(t, 240000, 8); len(left) > 0 {
+	if left := jailProcesses(t, uidBase, 8); len(left) > 0 {
 		t.Fatalf("processes left after Close: %v", left)
 	}
-	for _, ctl := range []string{"memory", "pids"} {
-		// Close removes the (empty) parent too; if it is still there it
-		// must hold no jail's group.
-		entries, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", ctl, "executor-close-test"))
-		for _, e := range entries {
-			if e.IsDir() && strings.HasPrefix(e.Name(), "NSJAIL.") {
-				t.Errorf("cgroup left behind: %s/%s", ctl, e.Name())
-			}
-		}
+	// Close removes the (empty) parent too; if it is still there it must
+	// hold no jail's group, in whichever hierarchy the server used.
+	if left := testenv.CgroupsLeft(t, cgroup); len(left) > 0 {
+		t.Errorf("cgroups left behind: %v", left)
 	}
 	// The shared server may hold fds of its own; this server's are all gone.
 	time.Sleep(100 * time.Millisecond)
@@ -383,7 +381,7 @@ func TestReadyzTellsOperatorsWhetherCgroupLimitsAreEnforced(t *testing.T) {
 	if details["cgroups"] != "v1" && details["cgroups"] != "v2" || details["cpu_cap"] != "1000 ms/s" {
 		t.Fatalf("shared server on a cgroup host: details %v", details)
 	}
-	s := startServer(t, nil, "--cgroups", "off", "--uid-base", "282000", "--warm-workers", "1", "--max-workers", "2")
+	s := startServer(t, nil, "--cgroups", "off", "--uid-base", testenv.UIDBaseArg(t), "--warm-workers", "1", "--max-workers", "2")
 	s.waitReady()
 	details, _ = readyz(s)["details"].(map[string]any)
 	if c, _ := details["cgroups"].(string); !strings.HasPrefix(c, "none: ") || !strings.Contains(c, "rlimits only") {

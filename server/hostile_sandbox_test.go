@@ -6,7 +6,6 @@ package server
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/secure-script-executor/executor/internal/testenv"
 	"net"
 	"os"
 	"sort"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/secure-script-executor/executor/internal/testenv"
 )
 
 func (h *hostile) testLimits(t *testing.T) {

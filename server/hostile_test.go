@@ -22,12 +22,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/secure-script-executor/executor/internal/testenv"
 )
 
 const (
-	hostileUIDBase    = 250000
 	hostileMaxWorkers = 8
-	hostileCgroup     = "executor-hostile-test"
 	// hostileSecretVar is set in the test process's (= the server's)
 	// environment; no script may ever see its value.
 	hostileSecretVar   = "EXECUTOR_TEST_SECRET"
@@ -43,14 +43,22 @@ type hostile struct {
 // hostileArgs: small limits keep the suite fast; --read-timeout 1s for the
 // slow-drip client; --max-body 2MiB so that a 1 MB script fits and 3 MiB does
 // not.
-var hostileArgs = []string{
-	"--uid-base", strconv.Itoa(hostileUIDBase),
-	"--warm-workers", "4", "--max-workers", strconv.Itoa(hostileMaxWorkers),
-	"--timeout", "2s", "--memory-limit", "128MiB", "--tmp-size", "4MiB",
-	"--max-stdout", "64KiB", "--max-stderr", "64KiB", "--max-result", "256KiB",
-	"--max-body", "2MiB", "--read-timeout", "1s",
-	"--cgroup-parent", hostileCgroup,
-	"--log-level", "info",
+// hostileUIDBase and hostileCgroup are allocated by TestHostile.
+var (
+	hostileUIDBase int
+	hostileCgroup  string
+)
+
+func hostileArgs() []string {
+	return []string{
+		"--uid-base", strconv.Itoa(hostileUIDBase),
+		"--warm-workers", "4", "--max-workers", strconv.Itoa(hostileMaxWorkers),
+		"--timeout", "2s", "--memory-limit", "128MiB", "--tmp-size", "4MiB",
+		"--max-stdout", "64KiB", "--max-stderr", "64KiB", "--max-result", "256KiB",
+		"--max-body", "2MiB", "--read-timeout", "1s",
+		"--cgroup-parent", hostileCgroup,
+		"--log-level", "info",
+	}
 }
 
 func TestHostile(t *testing.T) {
@@ -78,7 +86,8 @@ func TestHostile(t *testing.T) {
 	fdsBefore := openFDs(t)
 	heapBefore := heapInUse()
 
-	s := startServer(t, nil, hostileArgs...)
+	hostileUIDBase, hostileCgroup = testenv.UIDBase(t), testenv.CgroupParent(t, "hostile")
+	s := startServer(t, nil, hostileArgs()...)
 	s.waitReady()
 	h := &hostile{url: s.url, s: s}
 	h.hello(t)

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/secure-script-executor/executor/internal/testenv"
 	"io"
 	"net"
 	"net/http"
@@ -26,33 +25,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/secure-script-executor/executor/internal/testenv"
 )
 
 // lcCgroupParent names a cgroup parent for one test and removes it (v1: in
 // the memory and pids hierarchies) once the test is over.
 func lcCgroupParent(t *testing.T, name string) string {
 	t.Helper()
-	parent := "executor-lc-" + name
-	t.Cleanup(func() {
-		for _, ctl := range []string{"memory", "pids", ""} {
-			os.Remove(filepath.Join("/sys/fs/cgroup", ctl, parent))
-		}
-	})
-	return parent
-}
-
-// lcCgroupsLeft lists the NSJAIL.* groups left below a cgroup parent.
-func lcCgroupsLeft(parent string) []string {
-	var left []string
-	for _, ctl := range []string{"memory", "pids", ""} {
-		entries, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", ctl, parent))
-		for _, e := range entries {
-			if e.IsDir() && strings.HasPrefix(e.Name(), "NSJAIL.") {
-				left = append(left, filepath.Join(ctl, parent, e.Name()))
-			}
-		}
-	}
-	return left
+	return testenv.CgroupParent(t, "lc-"+name)
 }
 
 // lcNothingLeft fails t if a jail process of the uid range or a jail cgroup
@@ -63,7 +44,7 @@ func lcNothingLeft(t *testing.T, uidBase, n int, parent string) {
 	// the last ones a moment.
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		procs, groups := jailProcesses(t, uidBase, n), lcCgroupsLeft(parent)
+		procs, groups := jailProcesses(t, uidBase, n), testenv.CgroupsLeft(t, parent)
 		if len(procs)+len(groups) == 0 {
 			return
 		}
@@ -242,7 +223,7 @@ type proc struct {
 	logs    *syncBuffer
 	exited  chan struct{}
 	code    int
-	uidBase int
+	uidBase int // unused: each case allocates its own
 	workers int
 	cgroup  string
 }
@@ -396,9 +377,9 @@ const sleepScript = "import time\ndef main():\n    time.sleep(%s)\n    return {'
 func TestTheBinaryShutsDownGracefullyOnSignals(t *testing.T) {
 	bin := buildExecutor(t, t.TempDir())
 
-	for i, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(map[syscall.Signal]string{syscall.SIGTERM: "SIGTERM", syscall.SIGINT: "SIGINT"}[sig], func(t *testing.T) {
-			uidBase := 271000 + 100*i
+			uidBase := testenv.UIDBase(t)
 			cgroup := lcCgroupParent(t, "signal-"+strconv.Itoa(int(sig)))
 			p := startBinary(t, bin, uidBase, cgroup, "--shutdown-grace", "10s", "--timeout", "8s")
 			if len(jailProcesses(t, uidBase, p.workers)) == 0 {
@@ -445,7 +426,7 @@ func TestTheBinaryShutsDownGracefullyOnSignals(t *testing.T) {
 	}
 
 	t.Run("grace exceeded", func(t *testing.T) {
-		uidBase := 271200
+		uidBase := testenv.UIDBase(t)
 		cgroup := lcCgroupParent(t, "grace")
 		p := startBinary(t, bin, uidBase, cgroup, "--shutdown-grace", "1s", "--timeout", "20s")
 		pending := p.executeAsync(fmt.Sprintf(sleepScript, "15", "15"))
@@ -503,17 +484,17 @@ func TestAPIKeysGuardExecuteButNotProbesAndNeverReachTheLog(t *testing.T) {
 		args    []string
 		good    []string
 		bad     []string
-		uidBase int
+		uidBase int // unused: each case allocates its own
 	}{
 		{"EXECUTOR_API_KEYS", map[string]string{"EXECUTOR_API_KEYS": "sse-env-key-one-5f1c, sse-env-key-two-77b0"}, nil,
-			[]string{"sse-env-key-one-5f1c", "sse-env-key-two-77b0"}, []string{"sse-env-key-one", "sse-env-key-three-0000"}, 270000},
+			[]string{"sse-env-key-one-5f1c", "sse-env-key-two-77b0"}, []string{"sse-env-key-one", "sse-env-key-three-0000"}, 0},
 		{"--api-keys-file", nil, []string{"--api-keys-file", keysFile},
-			[]string{"sse-file-key-alpha-93c1", "sse-file-key-beta-41d7"}, []string{"sse-file-key-revoked-0000", "# executor API keys, one per line"}, 270100},
+			[]string{"sse-file-key-alpha-93c1", "sse-file-key-beta-41d7"}, []string{"sse-file-key-revoked-0000", "# executor API keys, one per line"}, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			cgroup := lcCgroupParent(t, "keys-"+strconv.Itoa(c.uidBase))
-			s := startServer(t, c.env, append([]string{"--uid-base", strconv.Itoa(c.uidBase), "--cgroup-parent", cgroup,
+			cgroup := lcCgroupParent(t, "keys")
+			s := startServer(t, c.env, append([]string{"--uid-base", testenv.UIDBaseArg(t), "--cgroup-parent", cgroup,
 				"--warm-workers", "1", "--max-workers", "2"}, c.args...)...)
 			s.waitReady()
 			body := `{"script":"def main():\n    return 'ran'\n"}`
@@ -563,7 +544,7 @@ func prefixAll(p string, xs []string) []string {
 }
 
 func TestWithoutAPIKeysTheLogWarnsThatExecuteIsOpen(t *testing.T) {
-	s := startServer(t, nil, "--nsjail-path", "/bin/false", "--uid-base", "270400", "--warm-workers", "1", "--max-workers", "1",
+	s := startServer(t, nil, "--nsjail-path", "/bin/false", "--uid-base", testenv.UIDBaseArg(t), "--warm-workers", "1", "--max-workers", "1",
 		"--cgroups", "off")
 	s.stop()
 	if !strings.Contains(s.logs.String(), "NO API KEYS") {
@@ -582,7 +563,7 @@ func TestANsjailThatCannotCreateNamespacesIsReportedWithCauseAndFix(t *testing.T
 		"echo '[F][2026-01-01T00:00:00+0000][1] runChild():474 Launching child process failed' >&2\n"+
 		"exit 255\n"), 0o755)
 	cgroup := lcCgroupParent(t, "broken")
-	s := startServer(t, nil, "--nsjail-path", fake, "--uid-base", "270200", "--cgroup-parent", cgroup,
+	s := startServer(t, nil, "--nsjail-path", fake, "--uid-base", testenv.UIDBaseArg(t), "--cgroup-parent", cgroup,
 		"--warm-workers", "1", "--max-workers", "2")
 
 	deadline := time.Now().Add(10 * time.Second)
@@ -639,7 +620,7 @@ func TestMetricsAddrServesMetricsOnlyOnItsOwnListener(t *testing.T) {
 	metricsURL := "http://127.0.0.1:" + strconv.Itoa(port) + "/metrics"
 	cgroup := lcCgroupParent(t, "metrics")
 	s := startServer(t, map[string]string{"EXECUTOR_METRICS_ADDR": "127.0.0.1:" + strconv.Itoa(port)},
-		"--uid-base", "270300", "--cgroup-parent", cgroup, "--warm-workers", "1", "--max-workers", "2")
+		"--uid-base", testenv.UIDBaseArg(t), "--cgroup-parent", cgroup, "--warm-workers", "1", "--max-workers", "2")
 	s.waitReady()
 	if r := s.execute(hello); r.Status != 200 {
 		t.Fatalf("%s", r.Raw)

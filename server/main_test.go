@@ -5,15 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/secure-script-executor/executor/internal/testenv"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/secure-script-executor/executor/internal/testenv"
 )
 
 // server is one real executor (real nsjail, real Python) started through
@@ -58,6 +60,14 @@ func startServerUnmanaged(t *testing.T, env map[string]string, args ...string) *
 	t.Helper()
 	base := []string{"--host", "127.0.0.1", "--port", "0", "--nsjail-path", testenv.Nsjail(t),
 		"--warm-workers", "4", "--max-workers", "8", "--log-level", "debug", "--shutdown-grace", "10s"}
+	// Every server gets uids and a cgroup parent no other test or suite on
+	// the machine uses, unless the test chose its own.
+	if !slices.Contains(args, "--uid-base") {
+		base = append(base, "--uid-base", testenv.UIDBaseArg(t))
+	}
+	if !slices.Contains(args, "--cgroup-parent") {
+		base = append(base, "--cgroup-parent", testenv.CgroupParent(t, "server"))
+	}
 	getenv := func(k string) string { return env[k] }
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{t: t, cancel: cancel, code: make(chan int, 1), logs: &syncBuffer{}}

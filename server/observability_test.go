@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/secure-script-executor/executor/internal/testenv"
 	"github.com/secure-script-executor/executor/metrics"
 )
 
@@ -147,7 +148,7 @@ func documentedMetrics(t *testing.T) []string {
 // the docs promise.
 func TestARealScrapeIsPromtoolCleanCountsEveryOutcomeAndHasEveryDocumentedMetric(t *testing.T) {
 	promtool := toolPath(t, "promtool", "/usr/bin/promtool")
-	s := startServer(t, nil, "--uid-base", "260000", "--cgroup-parent", "executor-obs-promtool",
+	s := startServer(t, nil, "--uid-base", testenv.UIDBaseArg(t), "--cgroup-parent", testenv.CgroupParent(t, "obs-promtool"),
 		"--warm-workers", "2", "--max-workers", "2", "--acquire-timeout", "300ms", "--max-body", "64KiB")
 	s.waitReady()
 
@@ -378,7 +379,7 @@ scrape_configs:
 // A real Prometheus, scraping a real executor, sees the series the
 // dashboard and alerts are built on, with the values the traffic produced.
 func TestARealPrometheusScrapesTheSeriesTheDashboardAndAlertsQuery(t *testing.T) {
-	s := startServer(t, nil, "--uid-base", "262000", "--cgroup-parent", "executor-obs-prometheus",
+	s := startServer(t, nil, "--uid-base", testenv.UIDBaseArg(t), "--cgroup-parent", testenv.CgroupParent(t, "obs-prometheus"),
 		"--warm-workers", "4", "--max-workers", "8")
 	s.waitReady()
 	prom := startPrometheus(t, strings.TrimPrefix(s.url, "http://"))

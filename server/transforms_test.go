@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/secure-script-executor/executor/internal/testenv"
 )
 
 // crmTransform is the README's example: normalise a CRM contact for a
@@ -155,7 +157,7 @@ func TestPreloadedNumpyFromTheConfiguredPythonPathWorksInTheJail(t *testing.T) {
 		t.Fatalf("Debian's python3-numpy is missing (make test installs it): %v", err)
 	}
 	s := startServer(t, map[string]string{"EXECUTOR_PYTHON_PATH": dist, "EXECUTOR_PRELOAD": "numpy"},
-		"--uid-base", "280000", "--cgroup-parent", "executor-numpy-test", "--warm-workers", "2", "--max-workers", "4")
+		"--uid-base", testenv.UIDBaseArg(t), "--cgroup-parent", testenv.CgroupParent(t, "numpy"), "--warm-workers", "2", "--max-workers", "4")
 	s.waitReady()
 	script := "import numpy as np\ndef main(rows):\n    a = np.array(rows, dtype=float)\n    return {'mean': a.mean(axis=0).tolist(), 'threads': __import__('os').environ.get('OPENBLAS_NUM_THREADS')}\n"
 	r := s.execute(script, `"input":[[1,2],[3,4],[5,6]]`)
@@ -178,7 +180,7 @@ func TestPreloadedNumpyFromTheConfiguredPythonPathWorksInTheJail(t *testing.T) {
 
 func TestAPreloadModuleThatFailsToImportIsAStartupErrorNamingIt(t *testing.T) {
 	s := startServer(t, map[string]string{"EXECUTOR_PRELOAD": "no_such_module_xyz"},
-		"--uid-base", "281000", "--cgroup-parent", "executor-preload-test", "--warm-workers", "1", "--max-workers", "2")
+		"--uid-base", testenv.UIDBaseArg(t), "--cgroup-parent", testenv.CgroupParent(t, "preload"), "--warm-workers", "1", "--max-workers", "2")
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(s.logs.String(), "no_such_module_xyz") {
 		if time.Now().After(deadline) {
