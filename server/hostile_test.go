@@ -104,6 +104,7 @@ func TestHostile(t *testing.T) {
 	t.Run("input", h.testInput)
 	t.Run("protocol", h.testProtocol)
 	t.Run("http", h.testHTTP)
+	t.Run("results", h.testResults)
 	t.Logf("hostile cases ran in %s", time.Since(start).Round(time.Millisecond))
 
 	// The server is still up: its heap must be back near where it started.
