@@ -130,6 +130,8 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 		LogScripts:      cfg.LogScripts,
 		ReadTimeout:     cfg.ReadTimeout,
 		IdleTimeout:     cfg.IdleTimeout,
+		// 0: httpapi's default, derived from MaxBodyBytes.
+		MaxInflightBodyBytes: cfg.MaxInflightBody,
 	}
 	if cfg.MetricsAddr == "" {
 		apiCfg.MetricsHandler = metricsHandler

@@ -105,6 +105,7 @@ func TestHostile(t *testing.T) {
 	t.Run("protocol", h.testProtocol)
 	t.Run("http", h.testHTTP)
 	t.Run("results", h.testResults)
+	t.Run("smuggling", h.testSmuggling)
 	t.Logf("hostile cases ran in %s", time.Since(start).Round(time.Millisecond))
 
 	// The server is still up: its heap must be back near where it started.
