@@ -86,7 +86,7 @@ type Config struct {
 	// Retry-After, unread. Bodies over 64 KiB may use only three quarters of
 	// it, so small requests still get in. It must be at least
 	// 4/3 x MaxBodyBytes for a largest body to fit at all.
-	// Default: 4 x MaxBodyBytes, at least 64 MiB.
+	// Default: 4 x MaxBodyBytes, at least 16 MiB.
 	MaxInflightBodyBytes int64
 }
 
@@ -132,7 +132,7 @@ func (c Config) withDefaults() Config {
 		c.RetryAfter = DefaultRetryAfter
 	}
 	if c.MaxInflightBodyBytes <= 0 {
-		c.MaxInflightBodyBytes = max(4*int64(c.MaxBodyBytes), 64<<20)
+		c.MaxInflightBodyBytes = max(4*int64(c.MaxBodyBytes), 16<<20)
 	}
 	return c
 }

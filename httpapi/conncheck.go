@@ -52,8 +52,9 @@ type checkedConn struct {
 	// rej is set by Read when the framer refused the stream; from then on
 	// Read returns errRefused. cut is set once fasthttp has read up to
 	// there, so the error it reports next is this refusal.
-	rej *rejection
-	cut atomic.Bool
+	rej       *rejection
+	cut       atomic.Bool
+	drainLeft int64 // body bytes of a refused request still to drop
 
 	mu     sync.Mutex
 	holds  []bodyHold // budget reservations, oldest first
@@ -75,6 +76,7 @@ var errRefused = errors.New("httpapi: request refused by the framer")
 
 func (c *checkedConn) Read(p []byte) (int, error) {
 	if c.rej != nil {
+		c.drainBody(p)
 		c.cut.Store(true)
 		return 0, errRefused
 	}
@@ -90,6 +92,10 @@ func (c *checkedConn) Read(p []byte) (int, error) {
 		return n, err
 	}
 	c.rej = rej
+	if rej.drain > 0 {
+		// p[k] is the head's final LF; what follows it is body.
+		c.drainLeft = rej.drain - int64(n-k-1)
+	}
 	if c.f.delivered == 0 {
 		// fasthttp answers a request that ends early, but closes silently
 		// when the stream ends before the first byte of one: give it one.
@@ -102,6 +108,18 @@ func (c *checkedConn) Read(p []byte) (int, error) {
 		return 0, errRefused
 	}
 	return k, nil
+}
+
+// drainBody reads and drops the rest of a body refused by the budget, within
+// the read deadline fasthttp has set (a read error ends it early).
+func (c *checkedConn) drainBody(p []byte) {
+	for c.drainLeft > 0 {
+		n, err := c.Conn.Read(p)
+		c.drainLeft -= int64(n)
+		if err != nil {
+			c.drainLeft = 0
+		}
+	}
 }
 
 func (c *checkedConn) Write(p []byte) (int, error) {

@@ -56,9 +56,13 @@ const (
 )
 
 // rejection is why the framer stopped a connection: an API error type and
-// its message.
+// its message. drain, for a body refused by the budget, is how many body
+// bytes follow the refused head: they are read and dropped before the
+// refusal is answered, so that the client, still sending, reads the answer
+// instead of a reset.
 type rejection struct {
 	typ, msg string
+	drain    int64
 }
 
 func refuse(format string, args ...any) *rejection {
@@ -99,8 +103,6 @@ type framer struct {
 	chunkSize int64
 	total     int64 // chunked body bytes so far
 	reserved  bool  // this request holds a budget reservation
-
-	cut *rejection // set by a step that passes its byte on, then stops
 }
 
 // feed checks p, the next bytes of the connection. It returns how many of
@@ -133,9 +135,6 @@ func (f *framer) feed(p []byte) (int, *rejection) {
 		i++
 		if wasLead && f.st != stLead {
 			f.delivered++
-		}
-		if f.cut != nil {
-			return i, f.cut
 		}
 	}
 	return len(p), nil
@@ -381,8 +380,11 @@ func (f *framer) headEnd() *rejection {
 		// nothing is reserved.
 		if f.cl <= f.maxBody {
 			if !f.admit(f.cl, true) {
-				f.cut = overBudget()
-				return nil
+				// Refused before fasthttp sees the end of the head: it never
+				// allocates the body's buffer.
+				rej := overBudget()
+				rej.drain = f.cl
+				return rej
 			}
 			f.reserved = true
 		}

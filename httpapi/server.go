@@ -94,6 +94,10 @@ func New(cfg Config, runner Runner) *Server {
 		CaseSensitive:         true,
 		StrictRouting:         true,
 		DisableStartupMessage: true,
+		// Without it every connection keeps the largest body it ever read
+		// (up to MaxBodyBytes) for as long as it lives, and pooled contexts
+		// keep theirs after: idle keep-alive connections pin megabytes each.
+		ReduceMemoryUsage: true,
 	})
 	s.app.Use(s.observe, s.recoverPanic)
 

@@ -241,3 +241,66 @@ func (h *hostile) validFraming(t *testing.T, addr string) {
 		})
 	}
 }
+
+// With a small body budget (4 MiB: bodies over 64 KiB may use 3 MiB of it),
+// three 1 MiB bodies in flight fill it: the fourth large body is refused at
+// once, unread, with 429 overloaded and Retry-After, by Content-Length and
+// by chunk size alike, while a small request still runs. Once the held
+// bodies are gone, a large body fits again.
+func TestALargeBodyOverTheInflightBudgetIsRefusedAsOverloadedWhileSmallRequestsStillRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real server")
+	}
+	s := startServer(t, nil, "--max-body", "1MiB", "--max-inflight-body", "4MiB", "--read-timeout", "30s")
+	s.waitReady()
+	addr := strings.TrimPrefix(s.url, "http://")
+	head := func(cl int) string {
+		return fmt.Sprintf("POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", cl)
+	}
+	waitInflight := func(want int64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); s.app.api.InflightBodyBytes() != want; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("body bytes in flight: %d, want %d", s.app.api.InflightBodyBytes(), want)
+			}
+		}
+	}
+	// Three clients announce 1 MiB and send only the start of it.
+	var held []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, head(1<<20)+`{"script": "`)
+		held = append(held, c)
+	}
+	waitInflight(3 << 20)
+
+	body := `{"script": "X = '` + strings.Repeat("a", 900<<10) + `'\ndef main():\n    return len(X)"}`
+	for name, raw := range map[string]string{
+		"content_length": head(len(body)) + body,
+		"chunked": "POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body),
+	} {
+		answers, closed := exchange(t, addr, raw)
+		if len(answers) != 1 || answers[0].status != 429 || !strings.Contains(answers[0].body, `"overloaded"`) || answers[0].retryAfter == "" || !closed {
+			t.Fatalf("%s: a large body over the budget: %+v (closed %t)", name, answers, closed)
+		}
+		t.Logf("%s: 429 Retry-After %s %s", name, answers[0].retryAfter, answers[0].body)
+	}
+	if r := s.execute(hello); r.Status != 200 {
+		t.Fatalf("a small request while the budget is full: %d %s", r.Status, r.Raw)
+	}
+
+	for _, c := range held {
+		c.Close()
+	}
+	waitInflight(0)
+	answers, _ := exchange(t, addr, strings.Replace(head(len(body)), "\r\n\r\n", "\r\nConnection: close\r\n\r\n", 1)+body)
+	if len(answers) != 1 || answers[0].status != 200 || !strings.Contains(answers[0].body, fmt.Sprintf(`"result":%d`, 900<<10)) {
+		t.Fatalf("a large body once the budget is free again: %+v", answers)
+	}
+	waitInflight(0)
+}
