@@ -94,10 +94,6 @@ func New(cfg Config, runner Runner) *Server {
 		CaseSensitive:         true,
 		StrictRouting:         true,
 		DisableStartupMessage: true,
-		// Without it every connection keeps the largest body it ever read
-		// (up to MaxBodyBytes) for as long as it lives, and pooled contexts
-		// keep theirs after: idle keep-alive connections pin megabytes each.
-		ReduceMemoryUsage: true,
 	})
 	s.app.Use(s.observe, s.recoverPanic)
 
@@ -309,6 +305,13 @@ func (s *Server) finishRequest(c *fiber.Ctx, info *requestInfo) {
 	// Background: the request's own context is not a context.Context here,
 	// and the log line must be written even for cancelled requests.
 	s.log.LogAttrs(context.Background(), level, "http request", attrs...)
+
+	// fasthttp keeps a connection's body buffer for its next request, and
+	// pooled contexts keep theirs: idle keep-alive connections would pin
+	// the largest body they ever read. Retire large ones now; everything
+	// that outlives the request was copied out. (ReduceMemoryUsage would do
+	// it too, but in fasthttp 1.51 it drops pipelined responses.)
+	c.Request().ReleaseBody(smallBody)
 }
 
 // observe is the outermost middleware. It turns a handler's error into its
