@@ -330,10 +330,12 @@ func TestProbesHitReadyzAndHealthzOnTheContainersHTTPPort(t *testing.T) {
 	}{
 		// Readiness on /readyz: only pods whose sandbox works get traffic.
 		{"readinessProbe", c.ReadinessProbe, "/readyz"},
-		// Liveness and startup on /healthz: a pod that cannot sandbox must stay
+		// Startup on /readyz too: /healthz is 200 the moment the listener
+		// is up, before one worker exists, so it would not wait for the pool.
+		{"startupProbe", c.StartupProbe, "/readyz"},
+		// Liveness on /healthz: a pod that loses its sandbox later must stay
 		// up (unready, /readyz 503) instead of being restarted forever.
 		{"livenessProbe", c.LivenessProbe, "/healthz"},
-		{"startupProbe", c.StartupProbe, "/healthz"},
 	} {
 		if tc.probe == nil || tc.probe.HTTPGet == nil {
 			t.Errorf("%s: want an httpGet probe on %s", tc.name, tc.path)
