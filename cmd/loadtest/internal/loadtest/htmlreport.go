@@ -72,8 +72,10 @@ const (
 	// Latencies are kept in logarithmic buckets of 2% width from 1 µs: a
 	// quantile read from them is within 1% of the true value.
 	latGrowth = 1.02
-	// histGroup fine buckets make one bar of the histogram (~1.2x wide).
-	histGroup = 9
+	// maxHistBars bounds the histogram's bars: each bar is the smallest
+	// whole number of fine buckets that keeps them at most this many (a
+	// narrow distribution gets 2 % bars, a wide one coarser ones).
+	maxHistBars = 48
 )
 
 var lnLatGrowth = math.Log(latGrowth)
@@ -290,21 +292,23 @@ func (r *Report) niceMultiple(k int) bool {
 	return w > niceWidths[len(niceWidths)-1] || slices.Contains(niceWidths, w)
 }
 
-// histogram groups the fine buckets of the measured window into bars
-// histGroup buckets wide, from the fastest to the slowest bar with a count.
+// histogram groups the fine buckets of the measured window into bars, from
+// the fastest to the slowest bar with a count.
 func (r *Report) histogram() histData {
 	lo, hi := math.MaxInt, math.MinInt
 	for c := range numCats {
 		for b := range r.hist[c] {
-			lo, hi = min(lo, b/histGroup), max(hi, b/histGroup)
+			lo, hi = min(lo, b), max(hi, b)
 		}
 	}
 	var h histData
 	if lo > hi {
 		return h
 	}
+	group := (hi - lo + maxHistBars) / maxHistBars
+	lo, hi = floorDiv(lo, group), floorDiv(hi, group)
 	for g := lo; g <= hi+1; g++ {
-		h.EdgesMs = append(h.EdgesMs, math.Exp(float64(g*histGroup)*lnLatGrowth)/1000)
+		h.EdgesMs = append(h.EdgesMs, math.Exp(float64(g*group)*lnLatGrowth)/1000)
 	}
 	for c := range numCats {
 		if len(r.hist[c]) == 0 {
@@ -312,11 +316,19 @@ func (r *Report) histogram() histData {
 		}
 		counts := make([]uint64, hi-lo+1)
 		for b, v := range r.hist[c] {
-			counts[b/histGroup-lo] += v
+			counts[floorDiv(b, group)-lo] += v
 		}
 		h.Series = append(h.Series, histBars{Key: catNames[c], Label: catLabels[c], Counts: counts})
 	}
 	return h
+}
+
+func floorDiv(a, b int) int {
+	q := a / b
+	if a%b != 0 && a < 0 {
+		q--
+	}
+	return q
 }
 
 // quantile returns the p-quantile of a bucketed latency distribution in ms.
@@ -351,6 +363,7 @@ type summaryRow struct {
 type countRow struct {
 	Key   string // category key for the colour swatch; empty: none
 	Name  string
+	Note  string
 	Count uint64
 	Share string
 }
@@ -435,16 +448,20 @@ func (r *Report) WriteHTML(w io.Writer, cfg *Config, s *Summary, generated time.
 		if t := http.StatusText(code); t != "" {
 			name += " " + t
 		}
-		if c == "429" && s.RetryAfter429 > 0 {
-			name += fmt.Sprintf(" (%d with Retry-After)", s.RetryAfter429)
+		note := ""
+		if c == "429" {
+			note = fmt.Sprintf("%d with Retry-After", s.RetryAfter429)
+			if s.RetryAfter429 == s.StatusCodes[c] {
+				note = "all with Retry-After"
+			}
 		}
-		p.Statuses = append(p.Statuses, countRow{catNames[category(uint16(code))], name, s.StatusCodes[c], share(s.StatusCodes[c])})
+		p.Statuses = append(p.Statuses, countRow{catNames[category(uint16(code))], name, note, s.StatusCodes[c], share(s.StatusCodes[c])})
 	}
 	if s.TransportErrors > 0 {
-		p.Statuses = append(p.Statuses, countRow{catNames[catTransport], "transport error (no response)", s.TransportErrors, share(s.TransportErrors)})
+		p.Statuses = append(p.Statuses, countRow{catNames[catTransport], "transport error", "no HTTP response", s.TransportErrors, share(s.TransportErrors)})
 	}
 	for _, t := range sortedKeys(s.ErrorTypes) {
-		p.ErrorTypes = append(p.ErrorTypes, countRow{"", t, s.ErrorTypes[t], share(s.ErrorTypes[t])})
+		p.ErrorTypes = append(p.ErrorTypes, countRow{"", t, "", s.ErrorTypes[t], share(s.ErrorTypes[t])})
 	}
 	p.Transport = s.TransportErrorExamples
 	return reportTemplate.Execute(w, p)
