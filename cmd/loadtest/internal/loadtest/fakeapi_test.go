@@ -25,8 +25,9 @@ type fakeAPI struct {
 	reached   chan struct{}
 	released  bool // reached is closed; guarded by mu
 	// plan, when set, replaces the default plan (package func plan) of
-	// which response the n-th request gets; delay, when set, is how long
-	// the n-th request takes before it is answered.
+	// which response the n-th request gets (status -1: the connection is
+	// closed without an answer, a transport error); delay, when set, is how
+	// long the n-th request takes before it is answered.
 	plan  func(n int) (status int, errType string)
 	delay func(n int) time.Duration
 
@@ -128,6 +129,19 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	status, errType := planFn(n)
 	if problem != "" {
 		status, errType = http.StatusBadRequest, "invalid_request"
+	}
+
+	if status == -1 {
+		f.mu.Lock()
+		f.inFlight--
+		f.mu.Unlock()
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler)
 	}
 
 	f.mu.Lock()

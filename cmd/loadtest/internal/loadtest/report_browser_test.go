@@ -250,12 +250,25 @@ const hoverScript = `<script>
 
 func TestHTMLReportOfANormalRunDrawsEverySeriesInChromium(t *testing.T) {
 	chromiumPath(t)
-	// The fake API's default plan: mostly 200, some 422, 429 and 502.
+	// The fake API's default plan: mostly 200, some 422, 429 and 502; and
+	// every 23rd connection closed without an answer.
 	s, path := reportRun(t, "normal", func(f *fakeAPI) {
+		f.plan = func(n int) (int, string) {
+			if n%23 == 0 {
+				return -1, ""
+			}
+			return plan(n)
+		}
 		f.delay = func(n int) time.Duration { return time.Duration(n%7) * time.Millisecond }
 	}, "-rate", "200", "-warmup", "300ms", "-duration", "1500ms")
+	if s.TransportErrors == 0 {
+		t.Fatalf("no transport errors in the run: %+v", s)
+	}
 	doc, log := renderedDOM(t, path)
-	checkPage(t, doc, log, s, []string{"2xx", "429", "4xx", "5xx"})
+	checkPage(t, doc, log, s, []string{"2xx", "429", "4xx", "5xx", "transport"})
+	if !strings.Contains(text(byID(t, doc, "transport")), "EOF") {
+		t.Errorf("transport error examples: %q", text(byID(t, doc, "transport")))
+	}
 	if len(findAll(byID(t, doc, "tput-chart"), func(n *html.Node) bool { v, _ := attr(n, "class"); return v == "warmup" })) != 1 {
 		t.Error("the warmup is not shaded in the throughput chart")
 	}
@@ -272,7 +285,7 @@ func TestHTMLReportOfANormalRunDrawsEverySeriesInChromium(t *testing.T) {
 	doc, log = renderedDOM(t, hovered)
 	body := findAll(doc, func(n *html.Node) bool { return n.Data == "body" })[0]
 	tip, _ := attr(body, "data-tip")
-	for _, want := range []string{"s –", "2xx OK", "429 overloaded", "other 4xx", "5xx", "/s"} {
+	for _, want := range []string{"s –", "2xx OK", "429 overloaded", "other 4xx", "5xx", "transport error", "/s"} {
 		if !strings.Contains(tip, want) {
 			t.Errorf("hover tooltip %q lacks %q", tip, want)
 		}
