@@ -222,13 +222,16 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 }
 
 // startServer runs the real server in-process with the defaults the docs
-// describe (limits, timeouts), a uid range of its own from 1200000-1299999
+// describe (limits, run timeouts), a uid range of its own from 1200000-1299999
 // and its own cgroup parent, so tests of other packages running at the same
 // time cannot collide with it.
 func startServer(t *testing.T, name string, uidBase int, env map[string]string) docServer {
 	t.Helper()
 	args := []string{"--host", "127.0.0.1", "--port", "0", "--nsjail-path", testenv.Nsjail(t),
 		"--warm-workers", "2", "--max-workers", "4", "--uid-base", strconv.Itoa(uidBase),
+		// No example shows a 429; a machine busy with other tests must not
+		// make one appear.
+		"--acquire-timeout", "15s",
 		"--cgroup-parent", fmt.Sprintf("executor-ops-docs-%d-%s", os.Getpid(), name), "--shutdown-grace", "5s"}
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := lockedWriter{&strings.Builder{}}
