@@ -49,7 +49,7 @@ const (
 const (
 	maxLeadBytes     = 8    // empty-line bytes tolerated before a request line
 	maxMethodBytes   = 32   // longest method token
-	maxFieldValue    = 1024 // longest Content-Length, Transfer-Encoding or Host value
+	maxFieldValue    = 1024 // longest Content-Length, Transfer-Encoding, Host or Expect value
 	maxChunkExtBytes = 4096 // longest chunk extension
 	maxChunkDigits   = 15   // fasthttp's own limit on chunk-size digits (64-bit)
 	maxCLDigits      = 18   // significant digits of a Content-Length that fits int64
@@ -75,6 +75,7 @@ const (
 	fieldContentLength
 	fieldTransferEncoding
 	fieldHost
+	fieldExpect
 )
 
 // framer holds one connection's parse state. admit reserves n more body bytes
@@ -103,6 +104,8 @@ type framer struct {
 	chunkSize int64
 	total     int64 // chunked body bytes so far
 	reserved  bool  // this request holds a budget reservation
+
+	expectContinue bool // Expect: 100-continue
 }
 
 // feed checks p, the next bytes of the connection. It returns how many of
@@ -277,7 +280,7 @@ func (f *framer) fieldLine(c byte) *rejection {
 			return refuse("a header value holds a control character")
 		case f.field != fieldOther:
 			if len(f.value) >= maxFieldValue {
-				return refuse("a Content-Length, Transfer-Encoding or Host header is too long")
+				return refuse("a Content-Length, Transfer-Encoding, Host or Expect header is too long")
 			}
 			f.value = append(f.value, c)
 		}
@@ -302,6 +305,8 @@ func fieldKind(name []byte, n int) int {
 		return fieldTransferEncoding
 	case "host":
 		return fieldHost
+	case "expect":
+		return fieldExpect
 	}
 	return fieldOther
 }
@@ -330,6 +335,9 @@ func (f *framer) fieldDone() *rejection {
 		if !validHost(v) {
 			return refuse("the Host header is not a valid host[:port]")
 		}
+	case fieldExpect:
+		// fasthttp answers 100 Continue only to exactly this value.
+		f.expectContinue = f.expectContinue || bytes.Equal(v, []byte("100-continue"))
 	}
 	return nil
 }
@@ -383,7 +391,9 @@ func (f *framer) headEnd() *rejection {
 				// Refused before fasthttp sees the end of the head: it never
 				// allocates the body's buffer.
 				rej := overBudget()
-				rej.drain = f.cl
+				if !f.expectContinue {
+					rej.drain = f.cl // a client that waits for 100 sends none
+				}
 				return rej
 			}
 			f.reserved = true

@@ -283,6 +283,9 @@ func TestALargeBodyOverTheInflightBudgetIsRefusedAsOverloadedWhileSmallRequestsS
 		"content_length": head(len(body)) + body,
 		"chunked": "POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body),
+		// It waits for 100 Continue before sending the body: the refusal
+		// must not wait for a body that will not come.
+		"expect_100_continue": strings.Replace(head(len(body)), "Host: x\r\n", "Host: x\r\nExpect: 100-continue\r\n", 1),
 	} {
 		answers, closed := exchange(t, addr, raw)
 		if len(answers) != 1 || answers[0].status != 429 || !strings.Contains(answers[0].body, `"overloaded"`) || answers[0].retryAfter == "" || !closed {
