@@ -120,18 +120,18 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)})
 	apiCfg := httpapi.Config{
-		MaxBodyBytes:         int(cfg.MaxBody),
-		Timeout:              cfg.Timeout,
-		AcquireMargin:        cfg.AcquireTimeout + time.Second,
-		MaxBatchRecords:      cfg.MaxBatchRecords,
-		APIKeys:              cfg.APIKeys,
-		Logger:               log,
-		Recorder:             a.metrics,
-		LogScripts:           cfg.LogScripts,
-		ReadTimeout:          cfg.ReadTimeout,
-		IdleTimeout:          cfg.IdleTimeout,
-		MaxInflightBodyBytes: cfg.MaxInflightBody,
+		MaxBodyBytes:    int(cfg.MaxBody),
+		Timeout:         cfg.Timeout,
+		AcquireMargin:   cfg.AcquireTimeout + time.Second,
+		MaxBatchRecords: cfg.MaxBatchRecords,
+		APIKeys:         cfg.APIKeys,
+		Logger:          log,
+		Recorder:        a.metrics,
+		LogScripts:      cfg.LogScripts,
+		ReadTimeout:     cfg.ReadTimeout,
+		IdleTimeout:     cfg.IdleTimeout,
 	}
+	apiCfg.MaxInflightBodyBytes = cfg.MaxInflightBody
 	applyMemoryLimit(cfg, log)
 	if cfg.MetricsAddr == "" {
 		apiCfg.MetricsHandler = metricsHandler
