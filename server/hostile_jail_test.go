@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // sysProbe calls raw system calls through ctypes: sc(nr, args...) returns
@@ -67,28 +68,32 @@ def main():
     return {'denied': denied, 'allowed': allowed}
 `
 
-// lockProbe takes every kind of lock on a shared read-only file and on a
-// file of its own.
+// lockProbe takes every kind of lock on a shared read-only file (the
+// stdlib's os.py, the same inode in every jail) and on a file of its own.
 const lockProbe = sysProbe + `import fcntl, struct
 def main():
     out = {}
     for name, path in (('shared', os.path.join(os.path.dirname(os.__file__), 'os.py')), ('own', '/tmp/own')):
         if name == 'own':
             open(path, 'w').write('x')
-        fd = os.open(path, os.O_RDONLY)
-        lk = struct.pack('hhqqi', fcntl.F_RDLCK, 0, 0, 0, 0)
+        fd = os.open(path, os.O_RDWR if name == 'own' else os.O_RDONLY)
+        rd = struct.pack('hhqqi', fcntl.F_RDLCK, 0, 0, 0, 0)
         wr = struct.pack('hhqqi', fcntl.F_WRLCK, 0, 0, 0, 0)
         out[name] = {
             'flock_sh': tr(lambda: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)),
             'flock_ex': tr(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)),
-            'lockf': tr(lambda: fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)),
             'F_GETLK': tr(lambda: fcntl.fcntl(fd, fcntl.F_GETLK, wr) and None),
-            'F_SETLK': tr(lambda: fcntl.fcntl(fd, fcntl.F_SETLK, lk) and None),
-            'F_SETLKW': tr(lambda: fcntl.fcntl(fd, fcntl.F_SETLKW, lk) and None),
             'F_OFD_GETLK': tr(lambda: fcntl.fcntl(fd, 36, wr) and None),
-            'F_OFD_SETLK': tr(lambda: fcntl.fcntl(fd, 37, lk) and None),
-            'F_OFD_SETLKW': tr(lambda: fcntl.fcntl(fd, 38, lk) and None),
+            'lockf_sh': tr(lambda: fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)),
+            'F_SETLKW_read': tr(lambda: fcntl.fcntl(fd, fcntl.F_SETLKW, rd) and None),
+            'F_SETLK_write': tr(lambda: fcntl.fcntl(fd, fcntl.F_SETLK, wr) and None),
         }
+        os.close(fd)  # drops this process's POSIX locks on the file
+        fd = os.open(path, os.O_RDWR if name == 'own' else os.O_RDONLY)
+        out[name].update({
+            'F_OFD_SETLKW_read': tr(lambda: fcntl.fcntl(fd, 38, rd) and None),
+            'F_OFD_SETLK_write': tr(lambda: fcntl.fcntl(fd, 37, wr) and None),
+        })
         os.close(fd)
     return out
 `
@@ -160,6 +165,11 @@ def main():
     out['ssl'] = type(ssl.create_default_context()).__name__
     db = sqlite3.connect(':memory:')
     out['sqlite_memory'] = db.execute('select 6 * 7').fetchone()[0]
+    db = sqlite3.connect('/tmp/t.db')  # takes POSIX locks on its own file
+    db.execute('create table t (x)')
+    db.execute('insert into t values (42)')
+    db.commit()
+    out['sqlite_file'] = db.execute('select x from t').fetchone()[0]
     out['subprocess'] = subprocess.run([sys.executable, '-S', '-c', 'print(1 + 1)'], capture_output=True, text=True).stdout.strip()
     try:
         urllib.request.urlopen('http://example.com/', timeout=1)
@@ -221,7 +231,58 @@ def main():
     return {'threads': n, 'error': err}
 `
 
+// channelSender opens every channel one jail could offer another through
+// what they share (file locks on shared inodes; abstract unix names, SysV
+// IPC keys and POSIX queue names where they share namespaces, as a cell's
+// children may), then holds them open.
+const channelSender = sysProbe + `import fcntl, socket, time
+def main():
+    out = {}
+    fd = os.open(os.path.join(os.path.dirname(os.__file__), 'os.py'), os.O_RDONLY)
+    out['flock'] = tr(lambda: fcntl.flock(fd, fcntl.LOCK_EX))
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    out['bind'] = tr(lambda: a.bind('\0executor-covert'))
+    out['shm'] = sc(29, 0x5ec2e7, 4096, 0o1666)
+    out['mq'] = sc(240, ctypes.c_char_p(b'executor-covert'), 0o102, 0o666, 0)
+    time.sleep(1.5)
+    return out
+`
+
+// channelReceiver looks for the sender on each channel, again and again
+// for a second.
+const channelReceiver = sysProbe + `import fcntl, socket, time
+def main():
+    fd = os.open(os.path.join(os.path.dirname(os.__file__), 'os.py'), os.O_RDONLY)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    seen = set()
+    end = time.time() + 1.0
+    while time.time() < end:
+        if tr(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)) == ['BlockingIOError', 11]:
+            seen.add('flock')
+        if tr(lambda: a.sendto(b'1', '\0executor-covert')) == 1:
+            seen.add('abstract socket')
+        if sc(29, 0x5ec2e7, 0, 0)[0] >= 0:
+            seen.add('shm')
+        if sc(240, ctypes.c_char_p(b'executor-covert'), 0, 0, 0)[0] >= 0:
+            seen.add('mq')
+        time.sleep(0.01)
+    return sorted(seen)
+`
+
 func (h *hostile) testJail(t *testing.T) {
+	t.Run("two_tenants_find_no_channel_between_them", func(t *testing.T) {
+		done := make(chan response, 1)
+		go func() { done <- h.execute(t, channelSender) }()
+		time.Sleep(300 * time.Millisecond) // the sender holds its channels for 1.5 s
+		recv := h.execute(t, channelReceiver)
+		send := <-done
+		h.expect(t, send, 200, "")
+		h.expect(t, recv, 200, "")
+		jsonEq(t, send.Body["result"], `{"flock": ["OSError", 37], "bind": ["PermissionError", 1], "shm": [-1, 1], "mq": [-1, 1]}`)
+		jsonEq(t, recv.Body["result"], `[]`)
+		h.hello(t)
+	})
+
 	const eperm = `[-1, 1]`
 	h.runCases(t, []hcase{
 		// Finding 1: file watches and page-cache probes on shared inodes.
@@ -237,12 +298,19 @@ func (h *hostile) testJail(t *testing.T) {
 			status: 422, typ: "runtime_error", msg: "PermissionError"},
 		// The flock covert channel: locks on shared inodes are visible to
 		// every jail.
-		{name: "file_locks_are_denied", script: lockProbe, status: 200, check: func(t *testing.T, r response) {
+		{name: "file_locks_that_another_jail_could_see_are_denied", script: lockProbe, status: 200, check: func(t *testing.T, r response) {
+			// flock and the lock queries: ENOLCK everywhere. POSIX and OFD
+			// read locks work (they conflict with no one: nobody can hold a
+			// write lock on a read-only shared file, EBADF); on its own file
+			// a script takes write locks too.
 			const enolck = `["OSError", 37]`
-			locks := `{"flock_sh": ` + enolck + `, "flock_ex": ` + enolck + `, "lockf": ` + enolck + `, "F_GETLK": ` + enolck +
-				`, "F_SETLK": ` + enolck + `, "F_SETLKW": ` + enolck + `, "F_OFD_GETLK": ` + enolck +
-				`, "F_OFD_SETLK": ` + enolck + `, "F_OFD_SETLKW": ` + enolck + `}`
-			jsonEq(t, r.Body["result"], `{"shared": `+locks+`, "own": `+locks+`}`)
+			jsonEq(t, r.Body["result"], `{
+				"shared": {"flock_sh": `+enolck+`, "flock_ex": `+enolck+`, "F_GETLK": `+enolck+`, "F_OFD_GETLK": `+enolck+`,
+					"lockf_sh": "ok", "F_SETLKW_read": "ok", "F_OFD_SETLKW_read": "ok",
+					"F_SETLK_write": ["OSError", 9], "F_OFD_SETLK_write": ["OSError", 9]},
+				"own": {"flock_sh": `+enolck+`, "flock_ex": `+enolck+`, "F_GETLK": `+enolck+`, "F_OFD_GETLK": `+enolck+`,
+					"lockf_sh": "ok", "F_SETLKW_read": "ok", "F_OFD_SETLKW_read": "ok",
+					"F_SETLK_write": "ok", "F_OFD_SETLK_write": "ok"}}`)
 		}},
 		// Finding 2: socket() of every family, socketpair of every family
 		// but AF_UNIX.
@@ -260,7 +328,7 @@ func (h *hostile) testJail(t *testing.T) {
 		}},
 		{name: "stdlib_works_without_socket", script: stdlibProbe, status: 200, check: func(t *testing.T, r response) {
 			jsonEq(t, r.Body["result"], `{"asyncio": "over a socketpair", "process_and_pipe": 6, "thread_pool": 6,
-				"ssl": "SSLContext", "sqlite_memory": 42, "subprocess": "2",
+				"ssl": "SSLContext", "sqlite_memory": 42, "sqlite_file": 42, "subprocess": "2",
 				"urlopen": "gaierror", "http_client": ["PermissionError", 1]}`)
 		}},
 		{name: "sysv_ipc_and_message_queues_are_denied", script: ipcProbe, status: 200, check: func(t *testing.T, r response) {
