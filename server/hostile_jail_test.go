@@ -346,6 +346,7 @@ func (h *hostile) testJail(t *testing.T) {
 			if got.Threads < 28 || got.Threads > 31 || got.Error != "can't start new thread" {
 				t.Fatalf("started %d threads, then %q; want 28 to 31, then \"can't start new thread\"", got.Threads, got.Error)
 			}
+			t.Logf("%d threads started, then %q", got.Threads, got.Error)
 		}},
 		// ... while RLIMIT_AS still stops one huge allocation at once.
 		{name: "allocation_over_address_space_still_fails_at_once", script: "def main():\n    return len(bytearray(2 << 30))\n",
