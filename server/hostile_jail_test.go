@@ -184,6 +184,22 @@ def main():
     return out
 `
 
+// futexProbe makes each futex operation that wakes, requeues or unlocks,
+// shared and private, on the word at printf's address in libc.so (the same
+// inode in every jail), and the futex2 calls.
+const futexProbe = sysProbe + `def main():
+    addr = ctypes.cast(libc.printf, ctypes.c_void_p).value & ~3
+    word = ctypes.c_uint32.from_address(addr).value
+    out = {}
+    for name, op in (('wake', 1), ('requeue', 3), ('cmp_requeue', 4), ('wake_op', 5), ('unlock_pi', 7), ('wake_bitset', 10), ('cmp_requeue_pi', 12)):
+        out[name] = sc(202, addr, op, 1, 0, addr, word)
+    out['wake_private'] = sc(202, addr, 1 | 128, 1, 0, 0, 0)
+    out['wait_shared_value_changed'] = sc(202, addr, 0, word + 1, 0, 0, 0)  # EAGAIN: waits stay allowed
+    for name, nr in (('futex_waitv', 449), ('futex_wake', 454), ('futex_wait', 455), ('futex_requeue', 456)):
+        out[name] = sc(nr, 0, 0, 0, 0)
+    return out
+`
+
 // ipcProbe creates SysV shared memory, semaphores and message queues and a
 // POSIX message queue: channels between processes sharing an IPC namespace.
 const ipcProbe = sysProbe + `def main():
@@ -232,12 +248,26 @@ def main():
 `
 
 // channelSender opens every channel one jail could offer another through
-// what they share (file locks on shared inodes; abstract unix names, SysV
-// IPC keys and POSIX queue names where they share namespaces, as a cell's
-// children may), then holds them open.
-const channelSender = sysProbe + `import fcntl, socket, time
+// what they share (file locks and futexes on shared inodes; abstract unix
+// names, SysV IPC keys and POSIX queue names where they share namespaces, as
+// a cell's children may), then holds them open.
+//
+// The futex: every jail maps the same libc.so, and a futex on a page of a
+// file mapping is keyed by the file's inode and offset, not by the process.
+// A thread waits (shared, not FUTEX_PRIVATE_FLAG) on the word at printf's
+// address; another jail's FUTEX_WAKE at printf's address (same file offset,
+// whatever the load address) would wake it.
+const channelSender = sysProbe + `import fcntl, socket, threading, time
+class timespec(ctypes.Structure):
+    _fields_ = [('sec', ctypes.c_long), ('nsec', ctypes.c_long)]
 def main():
     out = {}
+    addr = ctypes.cast(libc.printf, ctypes.c_void_p).value & ~3
+    word = ctypes.c_uint32.from_address(addr).value
+    def wait():
+        out['futex_wait'] = sc(202, addr, 0, word, ctypes.byref(timespec(1, 400000000)), 0, 0)  # FUTEX_WAIT
+    waiter = threading.Thread(target=wait)
+    waiter.start()
     fd = os.open(os.path.join(os.path.dirname(os.__file__), 'os.py'), os.O_RDONLY)
     out['flock'] = tr(lambda: fcntl.flock(fd, fcntl.LOCK_EX))
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -245,6 +275,7 @@ def main():
     out['shm'] = sc(29, 0x5ec2e7, 4096, 0o1666)
     out['mq'] = sc(240, ctypes.c_char_p(b'executor-covert'), 0o102, 0o666, 0)
     time.sleep(1.5)
+    waiter.join()
     return out
 `
 
@@ -254,9 +285,12 @@ const channelReceiver = sysProbe + `import fcntl, socket, time
 def main():
     fd = os.open(os.path.join(os.path.dirname(os.__file__), 'os.py'), os.O_RDONLY)
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    addr = ctypes.cast(libc.printf, ctypes.c_void_p).value & ~3
     seen = set()
     end = time.time() + 1.0
     while time.time() < end:
+        if sc(202, addr, 1, 1, 0, 0, 0)[0] > 0:  # FUTEX_WAKE, shared
+            seen.add('futex')
         if tr(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)) == ['BlockingIOError', 11]:
             seen.add('flock')
         if tr(lambda: a.sendto(b'1', '\0executor-covert')) == 1:
@@ -278,7 +312,9 @@ func (h *hostile) testJail(t *testing.T) {
 		send := <-done
 		h.expect(t, send, 200, "")
 		h.expect(t, recv, 200, "")
-		jsonEq(t, send.Body["result"], `{"flock": ["OSError", 37], "bind": ["PermissionError", 1], "shm": [-1, 1], "mq": [-1, 1]}`)
+		// The futex wait times out (ETIMEDOUT): nobody could wake it.
+		jsonEq(t, send.Body["result"], `{"flock": ["OSError", 37], "bind": ["PermissionError", 1], "shm": [-1, 1], "mq": [-1, 1],
+			"futex_wait": [-1, 110]}`)
 		jsonEq(t, recv.Body["result"], `[]`)
 		h.hello(t)
 	})
@@ -330,6 +366,12 @@ func (h *hostile) testJail(t *testing.T) {
 			jsonEq(t, r.Body["result"], `{"asyncio": "over a socketpair", "process_and_pipe": 6, "thread_pool": 6,
 				"ssl": "SSLContext", "sqlite_memory": 42, "sqlite_file": 42, "subprocess": "2",
 				"urlopen": "gaierror", "http_client": ["PermissionError", 1]}`)
+		}},
+		{name: "shared_futex_wakes_are_denied", script: futexProbe, status: 200, check: func(t *testing.T, r response) {
+			jsonEq(t, r.Body["result"], `{"wake": `+eperm+`, "requeue": `+eperm+`, "cmp_requeue": `+eperm+`, "wake_op": `+eperm+`,
+				"unlock_pi": `+eperm+`, "wake_bitset": `+eperm+`, "cmp_requeue_pi": `+eperm+`,
+				"wake_private": [0, 0], "wait_shared_value_changed": [-1, 11],
+				"futex_waitv": `+eperm+`, "futex_wake": `+eperm+`, "futex_wait": `+eperm+`, "futex_requeue": `+eperm+`}`)
 		}},
 		{name: "sysv_ipc_and_message_queues_are_denied", script: ipcProbe, status: 200, check: func(t *testing.T, r response) {
 			jsonEq(t, r.Body["result"], `{"shmget": `+eperm+`, "semget": `+eperm+`, "msgget": `+eperm+`,
