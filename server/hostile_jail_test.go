@@ -184,9 +184,9 @@ def main():
     return out
 `
 
-// futexProbe makes each futex operation that wakes, requeues or unlocks,
-// shared and private, on the word at printf's address in libc.so (the same
-// inode in every jail), and the futex2 calls.
+// futexProbe makes each futex operation that waits, wakes, requeues or
+// unlocks, shared and private, on the word at printf's address in libc.so
+// (the same inode in every jail), the futex2 calls, and a pthread_join.
 const futexProbe = sysProbe + `def main():
     addr = ctypes.cast(libc.printf, ctypes.c_void_p).value & ~3
     word = ctypes.c_uint32.from_address(addr).value
@@ -194,7 +194,15 @@ const futexProbe = sysProbe + `def main():
     for name, op in (('wake', 1), ('requeue', 3), ('cmp_requeue', 4), ('wake_op', 5), ('unlock_pi', 7), ('wake_bitset', 10), ('cmp_requeue_pi', 12)):
         out[name] = sc(202, addr, op, 1, 0, addr, word)
     out['wake_private'] = sc(202, addr, 1 | 128, 1, 0, 0, 0)
-    out['wait_shared_value_changed'] = sc(202, addr, 0, word + 1, 0, 0, 0)  # EAGAIN: waits stay allowed
+    ts = (ctypes.c_long * 2)(0, 10000000)  # 10 ms
+    out['wait_shared'] = sc(202, addr, 0, word, ts, 0, 0)
+    out['wait_bitset_shared'] = sc(202, addr, 9, word, 0, 0, 0xffffffff)
+    out['wait_private'] = sc(202, addr, 0 | 128, word, ts, 0, 0)  # ETIMEDOUT: it waited
+    # pthread_join waits with a shared futex: it loops on EAGAIN and returns.
+    worker = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)(lambda arg: __import__('time').sleep(0.05))
+    tid = ctypes.c_ulong()
+    libc.pthread_create(ctypes.byref(tid), None, worker, None)
+    out['pthread_join'] = libc.pthread_join(tid, None)
     for name, nr in (('futex_waitv', 449), ('futex_wake', 454), ('futex_wait', 455), ('futex_requeue', 456)):
         out[name] = sc(nr, 0, 0, 0, 0)
     return out
@@ -254,9 +262,11 @@ def main():
 //
 // The futex: every jail maps the same libc.so, and a futex on a page of a
 // file mapping is keyed by the file's inode and offset, not by the process.
-// A thread waits (shared, not FUTEX_PRIVATE_FLAG) on the word at printf's
-// address; another jail's FUTEX_WAKE at printf's address (same file offset,
-// whatever the load address) would wake it.
+// The sender waits (shared, not FUTEX_PRIVATE_FLAG) on the word at printf's
+// address, again and again, and counts the times it is woken; another
+// jail's wake at printf's address (the same file offset, whatever the load
+// address) would wake it: by FUTEX_WAKE, or by the kernel's own wake when a
+// thread whose clear_child_tid points there exits.
 const channelSender = sysProbe + `import fcntl, socket, threading, time
 class timespec(ctypes.Structure):
     _fields_ = [('sec', ctypes.c_long), ('nsec', ctypes.c_long)]
@@ -265,7 +275,15 @@ def main():
     addr = ctypes.cast(libc.printf, ctypes.c_void_p).value & ~3
     word = ctypes.c_uint32.from_address(addr).value
     def wait():
-        out['futex_wait'] = sc(202, addr, 0, word, ctypes.byref(timespec(1, 400000000)), 0, 0)  # FUTEX_WAIT
+        woken, end = 0, time.time() + 1.1
+        while time.time() < end:
+            r = sc(202, addr, 0, word, ctypes.byref(timespec(0, 100000000)), 0, 0)  # FUTEX_WAIT, shared
+            if r == [0, 0]:
+                woken += 1
+            elif r != [-1, 110]:  # not a timeout: the wait is refused
+                out['futex_wait'] = r
+                return
+        out['futex_wait'] = 'woken %d times' % woken
     waiter = threading.Thread(target=wait)
     waiter.start()
     fd = os.open(os.path.join(os.path.dirname(os.__file__), 'os.py'), os.O_RDONLY)
@@ -274,23 +292,29 @@ def main():
     out['bind'] = tr(lambda: a.bind('\0executor-covert'))
     out['shm'] = sc(29, 0x5ec2e7, 4096, 0o1666)
     out['mq'] = sc(240, ctypes.c_char_p(b'executor-covert'), 0o102, 0o666, 0)
-    time.sleep(1.5)
+    time.sleep(1.2)
     waiter.join()
     return out
 `
 
 // channelReceiver looks for the sender on each channel, again and again
-// for a second.
-const channelReceiver = sysProbe + `import fcntl, socket, time
+// for 0.8 s.
+const channelReceiver = sysProbe + `import fcntl, socket, threading, time
 def main():
     fd = os.open(os.path.join(os.path.dirname(os.__file__), 'os.py'), os.O_RDONLY)
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     addr = ctypes.cast(libc.printf, ctypes.c_void_p).value & ~3
     seen = set()
-    end = time.time() + 1.0
+    end = time.time() + 0.8
+    exits = 0
     while time.time() < end:
         if sc(202, addr, 1, 1, 0, 0, 0)[0] > 0:  # FUTEX_WAKE, shared
             seen.add('futex')
+        if exits < 20:  # a thread that exits with clear_child_tid at printf
+            exits += 1
+            t = threading.Thread(target=lambda: sc(218, addr))  # set_tid_address
+            t.start()
+            t.join()
         if tr(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)) == ['BlockingIOError', 11]:
             seen.add('flock')
         if tr(lambda: a.sendto(b'1', '\0executor-covert')) == 1:
@@ -307,14 +331,15 @@ func (h *hostile) testJail(t *testing.T) {
 	t.Run("two_tenants_find_no_channel_between_them", func(t *testing.T) {
 		done := make(chan response, 1)
 		go func() { done <- h.execute(t, channelSender) }()
-		time.Sleep(300 * time.Millisecond) // the sender holds its channels for 1.5 s
+		time.Sleep(300 * time.Millisecond) // the sender holds its channels for 1.2 s
 		recv := h.execute(t, channelReceiver)
 		send := <-done
 		h.expect(t, send, 200, "")
 		h.expect(t, recv, 200, "")
-		// The futex wait times out (ETIMEDOUT): nobody could wake it.
+		// A shared futex wait is refused (EAGAIN, as if the word had
+		// changed): nobody can listen for another jail's wakes.
 		jsonEq(t, send.Body["result"], `{"flock": ["OSError", 37], "bind": ["PermissionError", 1], "shm": [-1, 1], "mq": [-1, 1],
-			"futex_wait": [-1, 110]}`)
+			"futex_wait": [-1, 11]}`)
 		jsonEq(t, recv.Body["result"], `[]`)
 		h.hello(t)
 	})
@@ -370,7 +395,7 @@ func (h *hostile) testJail(t *testing.T) {
 		{name: "shared_futex_wakes_are_denied", script: futexProbe, status: 200, check: func(t *testing.T, r response) {
 			jsonEq(t, r.Body["result"], `{"wake": `+eperm+`, "requeue": `+eperm+`, "cmp_requeue": `+eperm+`, "wake_op": `+eperm+`,
 				"unlock_pi": `+eperm+`, "wake_bitset": `+eperm+`, "cmp_requeue_pi": `+eperm+`,
-				"wake_private": [0, 0], "wait_shared_value_changed": [-1, 11],
+				"wake_private": [0, 0], "wait_shared": [-1, 11], "wait_bitset_shared": [-1, 11], "wait_private": [-1, 110], "pthread_join": 0,
 				"futex_waitv": `+eperm+`, "futex_wake": `+eperm+`, "futex_wait": `+eperm+`, "futex_requeue": `+eperm+`}`)
 		}},
 		{name: "sysv_ipc_and_message_queues_are_denied", script: ipcProbe, status: 200, check: func(t *testing.T, r response) {
