@@ -237,10 +237,14 @@ def main():
 `
 
 // ipcProbe creates SysV shared memory, semaphores and message queues and a
-// POSIX message queue: channels between processes sharing an IPC namespace.
+// POSIX message queue (channels between processes sharing an IPC namespace),
+// acts on another process's memory, and flushes host file systems.
 const ipcProbe = sysProbe + `def main():
     name = ctypes.c_char_p(b'executor-channel')
+    fd = os.open(os.path.dirname(os.__file__), os.O_RDONLY)
     return {
+        'sync': sc(162),     # host-wide writeback
+        'syncfs': sc(306, fd),
         'shmget': sc(29, 0, 4096, 0o1600),   # IPC_PRIVATE, IPC_CREAT | 0600
         'semget': sc(64, 0, 1, 0o1600),
         'msgget': sc(68, 0, 0o1600),
@@ -431,8 +435,8 @@ func (h *hostile) testJail(t *testing.T) {
 				"futex_wake": `+eperm+`, "futex_wait": [-1, 11], "fadvise_dontneed": `+eperm+`,
 				"socketpair_inet": `+eperm+`, "clone_newuser": `+eperm+`}`)
 		}},
-		{name: "sysv_ipc_and_message_queues_are_denied", script: ipcProbe, status: 200, check: func(t *testing.T, r response) {
-			jsonEq(t, r.Body["result"], `{"shmget": `+eperm+`, "semget": `+eperm+`, "msgget": `+eperm+`,
+		{name: "sysv_ipc_message_queues_and_host_wide_sync_are_denied", script: ipcProbe, status: 200, check: func(t *testing.T, r response) {
+			jsonEq(t, r.Body["result"], `{"sync": `+eperm+`, "syncfs": `+eperm+`, "shmget": `+eperm+`, "semget": `+eperm+`, "msgget": `+eperm+`,
 				"mq_open": `+eperm+`, "process_madvise": `+eperm+`, "process_mrelease": `+eperm+`}`)
 		}},
 		// Finding 8: the thread limit is --max-procs (32: the main thread
