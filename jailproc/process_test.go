@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -34,6 +35,12 @@ func TestMain(m *testing.M) {
 		os.Exit(255)
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM)
+		// The "jailed worker": the supervisor moves nsjail's first child
+		// into the worker's cgroup. It shares the process group, so the
+		// SIGKILL of the group ends it too.
+		if err := exec.Command("/bin/sleep", "3600").Start(); err != nil {
+			os.Exit(4)
+		}
 		ctrl := os.NewFile(3, "ctrl")
 		ctrl.Write([]byte("SSE-READY 1\n"))
 		time.Sleep(time.Hour)
@@ -126,10 +133,23 @@ func TestKillEscalatesToSIGKILLWhenNsjailIgnoresSIGTERM(t *testing.T) {
 }
 
 func TestARealJailRunsOneRequestAndKillLeavesNoProcessCgroupOrUid(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: testenv.CgroupParent(t, "jailproc-real")}, testenv.UIDBase(t))
+	parent := testenv.CgroupParent(t, "jailproc-real")
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: parent}, testenv.UIDBase(t))
 	p, err := s.Start(context.Background())
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Before it is handed any request, the worker is alone in its own group
+	// in every hierarchy.
+	groups := testenv.CgroupsLeft(t, parent)
+	if v, _ := s.Cgroups(); v != jailproc.CgroupNone && len(groups) == 0 {
+		t.Fatal("a started worker has no cgroup")
+	}
+	for _, g := range groups {
+		b, err := os.ReadFile(filepath.Join(g, "cgroup.procs"))
+		if err != nil || len(strings.Fields(string(b))) != 1 {
+			t.Fatalf("%s holds %q (%v), want the worker alone", g, b, err)
+		}
 	}
 	res, err := p.Run(context.Background(), executor.Request{Mode: executor.ModeSingle, Script: []byte("import os\ndef main():\n    print(os.getuid())\n    return os.getpid()\n")})
 	if err != nil || res.Status != executor.StatusOK {
@@ -145,18 +165,14 @@ func TestARealJailRunsOneRequestAndKillLeavesNoProcessCgroupOrUid(t *testing.T) 
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	for _, ctl := range []string{"memory", "pids"} {
-		entries, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", ctl, "executor-jailproc-real"))
-		for _, e := range entries {
-			if e.IsDir() {
-				t.Errorf("cgroup left: %s/%s", ctl, e.Name())
-			}
-		}
+	if left := testenv.CgroupsLeft(t, parent); len(left) > 0 {
+		t.Errorf("cgroups left: %v", left)
 	}
 }
 
 func TestKillOfANsjailKilledWithSIGKILLStillRemovesItsCgroups(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: testenv.CgroupParent(t, "jailproc-sigkill")}, testenv.UIDBase(t))
+	parent := testenv.CgroupParent(t, "jailproc-sigkill")
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: parent}, testenv.UIDBase(t))
 	p, err := s.Start(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -168,13 +184,8 @@ func TestKillOfANsjailKilledWithSIGKILLStillRemovesItsCgroups(t *testing.T) {
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	for _, ctl := range []string{"memory", "pids"} {
-		entries, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", ctl, "executor-jailproc-sigkill"))
-		for _, e := range entries {
-			if e.IsDir() {
-				t.Errorf("cgroup left: %s/%s", ctl, e.Name())
-			}
-		}
+	if left := testenv.CgroupsLeft(t, parent); len(left) > 0 {
+		t.Errorf("cgroups left: %v", left)
 	}
 }
 
