@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -215,8 +216,24 @@ func TestLiveJailsNeverShareAHostUID(t *testing.T) {
 	}
 }
 
-func TestDeathByCPULimitIsATimeoutAndDeathByOOMIsAMemoryLimit(t *testing.T) {
+// inflateRSS allocates and touches n bytes in the test process, which is the
+// server: a vforked nsjail's rusage reports the server's peak RSS as its own,
+// which once turned every SIGKILL into memory_limit.
+func inflateRSS(t *testing.T, n int) {
+	t.Helper()
+	b := make([]byte, n)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	t.Cleanup(func() { runtime.KeepAlive(b) })
+}
+
+func TestSIGKILLIsAMemoryLimitOnlyWhenTheWorkersOwnCgroupCountedAnOOMKillEvenWithALargeServerRSS(t *testing.T) {
+	inflateRSS(t, 300<<20)
 	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), MemoryLimit: 96 << 20, Timeout: 5 * time.Second, CgroupParent: testenv.CgroupParent(t, "jailproc-kill")}, testenv.UIDBase(t))
+	if v, why := s.Cgroups(); v == jailproc.CgroupNone {
+		t.Skipf("no cgroups here: %s", why)
+	}
 	run := func(script string) executor.Result {
 		t.Helper()
 		p, err := s.Start(context.Background())
@@ -233,11 +250,17 @@ func TestDeathByCPULimitIsATimeoutAndDeathByOOMIsAMemoryLimit(t *testing.T) {
 	// The script lowers its own CPU limit: the kernel SIGKILLs it at 1 s of
 	// CPU, long before the 5 s deadline.
 	res := run("import resource\ndef main():\n    resource.setrlimit(resource.RLIMIT_CPU, (1, 1))\n    while True:\n        pass\n")
-	if res.Status != executor.StatusTimeout {
+	if res.Status != executor.StatusTimeout || !strings.Contains(res.Error.Message, "CPU time limit") {
 		t.Fatalf("CPU limit: %s %+v", res.Status, res.Error)
 	}
+	// nsjail reports an exit with status 137 exactly like a SIGKILL; the
+	// group saw neither an OOM kill nor a second of CPU.
+	res = run("import os\ndef main():\n    os._exit(137)\n")
+	if res.Status != executor.StatusRuntimeError || !strings.Contains(res.Error.Message, "exit status 137") {
+		t.Fatalf("os._exit(137): %s %+v", res.Status, res.Error)
+	}
 	res = run("def main():\n    xs = []\n    while True:\n        xs.append(bytearray(1 << 20))\n")
-	if res.Status != executor.StatusMemoryLimit {
+	if res.Status != executor.StatusMemoryLimit || !strings.Contains(res.Error.Message, "96 MiB") {
 		t.Fatalf("OOM: %s %+v", res.Status, res.Error)
 	}
 }
