@@ -361,3 +361,53 @@ def main():
 	}
 	t.Logf("two CPU burners used %.2f s of CPU in 2 s under a cap of 250 ms/s", cpu)
 }
+
+func runOnce(t *testing.T, s *jailproc.Supervisor, req executor.Request) executor.Result {
+	t.Helper()
+	p, err := s.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := p.Kill(); err != nil {
+			t.Error(err)
+		}
+	}()
+	res, err := p.Run(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func TestEveryRunReportsTheCPUAndPeakMemoryOfItsOwnCgroupWhetherItSucceedsOrNot(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), MemoryLimit: 96 << 20}, testenv.UIDBase(t))
+	if v, why := s.Cgroups(); v == jailproc.CgroupNone {
+		t.Skipf("no cgroups here: %s", why)
+	}
+	res := runOnce(t, s, executor.Request{Mode: executor.ModeSingle, Script: []byte(
+		"import time\ndef main():\n    b = bytearray(40 << 20)\n    end = time.process_time() + 0.3\n    while time.process_time() < end:\n        pass\n    return len(b)\n")})
+	u := res.Usage
+	if res.Status != executor.StatusOK || u.Wall < 300*time.Millisecond || u.Wall != res.Duration {
+		t.Fatalf("%s %+v usage %+v", res.Status, res.Error, u)
+	}
+	if !u.MemoryPeakMeasured || u.MemoryPeak < 40<<20 || u.MemoryPeak > 96<<20 {
+		t.Errorf("peak memory %d MiB (measured %v) for a run that touched 40 MiB", u.MemoryPeak>>20, u.MemoryPeakMeasured)
+	}
+	// v1 needs the cpuacct controller for CPU time; this host has it.
+	if !u.CPUMeasured || u.CPU < 250*time.Millisecond {
+		t.Errorf("CPU %s (measured %v) for a run that burnt 0.3 s", u.CPU, u.CPUMeasured)
+	}
+	res = runOnce(t, s, executor.Request{Mode: executor.ModeSingle, Script: []byte("def main():\n    xs = []\n    while True:\n        xs.append(bytearray(1 << 20))\n")})
+	if res.Status != executor.StatusMemoryLimit || !res.Usage.MemoryPeakMeasured || res.Usage.MemoryPeak < 80<<20 {
+		t.Fatalf("a memory hog: %s usage %+v", res.Status, res.Usage)
+	}
+}
+
+func TestWithoutCgroupsARunLeavesCPUAndMemoryUnmeasured(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), Cgroups: jailproc.CgroupsOff}, testenv.UIDBase(t))
+	res := runOnce(t, s, executor.Request{Mode: executor.ModeSingle, Script: []byte("def main():\n    return sum(range(10**6))\n")})
+	if res.Status != executor.StatusOK || res.Usage.CPUMeasured || res.Usage.MemoryPeakMeasured || res.Usage.CPU != 0 || res.Usage.MemoryPeak != 0 || res.Usage.Wall <= 0 {
+		t.Fatalf("%s usage %+v", res.Status, res.Usage)
+	}
+}
