@@ -411,3 +411,23 @@ func TestWithoutCgroupsARunLeavesCPUAndMemoryUnmeasured(t *testing.T) {
 		t.Fatalf("%s usage %+v", res.Status, res.Usage)
 	}
 }
+
+func TestARequestsOwnMemoryLimitLowersTheWorkersLimitButNeverRaisesIt(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), MemoryLimit: 128 << 20}, testenv.UIDBase(t))
+	if v, why := s.Cgroups(); v == jailproc.CgroupNone {
+		t.Skipf("no cgroups here: %s", why)
+	}
+	grow := []byte("def main():\n    xs = [bytearray(1 << 20) for _ in range(64)]\n    return len(xs)\n")
+	if res := runOnce(t, s, executor.Request{Mode: executor.ModeSingle, Script: grow}); res.Status != executor.StatusOK {
+		t.Fatalf("64 MiB under the configured 128 MiB: %s %+v", res.Status, res.Error)
+	}
+	res := runOnce(t, s, executor.Request{Mode: executor.ModeSingle, Script: grow, MemoryLimit: 32 << 20})
+	if res.Status != executor.StatusMemoryLimit || !strings.Contains(res.Error.Message, "32 MiB") {
+		t.Fatalf("64 MiB under a request limit of 32 MiB: %s %+v", res.Status, res.Error)
+	}
+	hog := []byte("def main():\n    xs = []\n    while True:\n        xs.append(bytearray(1 << 20))\n")
+	res = runOnce(t, s, executor.Request{Mode: executor.ModeSingle, Script: hog, MemoryLimit: 1 << 30})
+	if res.Status != executor.StatusMemoryLimit || !strings.Contains(res.Error.Message, "128 MiB") {
+		t.Fatalf("a request asking for 1 GiB: %s %+v", res.Status, res.Error)
+	}
+}

@@ -40,6 +40,9 @@ func (w *worker) run(ctx context.Context, req executor.Request) (executor.Result
 		timeout = w.cfg.Timeout
 	}
 	w.raisePriority()
+	if err := w.limitMemory(req.MemoryLimit); err != nil {
+		return executor.Result{}, err
+	}
 	start := time.Now()
 	stdout, stderr, err := w.send(req, start.Add(timeout))
 	if err != nil {
@@ -81,6 +84,20 @@ func (w *worker) raisePriority() {
 	if err := syscall.Setpriority(syscall.PRIO_USER, w.uid, 0); err != nil {
 		w.cfg.Log("jailproc: raise worker priority", "uid", w.uid, "err", err)
 	}
+}
+
+// limitMemory lowers the worker's memory limit to the request's own, right
+// before the request is written; 0 or a limit at or above the configured one
+// changes nothing (a request can lower its limit, never raise it). Without
+// cgroups there is no memory limit to lower: only RLIMIT_AS applies.
+func (w *worker) limitMemory(limit int64) error {
+	if w.group == nil || limit <= 0 {
+		return nil
+	}
+	if err := w.group.setMemoryLimit(limit); err != nil {
+		return fmt.Errorf("jailproc: run: lower the memory limit to %d bytes: %w", limit, err)
+	}
+	return nil
 }
 
 // send writes the request to the worker's stdin and hands it the write ends
