@@ -22,7 +22,9 @@ type Supervisor struct {
 	cfg       Config
 	layout    layout
 	cg        cgroupSetup
+	uidRange  UIDRange
 	uids      *uidRange
+	uidClaim  *uidClaim
 	workerDir string // private folder holding workerPyc
 	workerPyc string
 }
@@ -32,9 +34,11 @@ type Supervisor struct {
 // can exist at once.
 type UIDRange struct{ Base, Size int }
 
-// New validates c, discovers what the jail must mount and prepares the cgroup
-// parents. It does not start a jail.
-func New(c Config, uids UIDRange) (*Supervisor, error) {
+// New validates c, claims the uid range host-wide (an error wrapping
+// ErrUIDRangeTaken when another supervisor holds part of it), discovers what
+// the jail must mount and prepares the cgroup parents. It does not start a
+// jail.
+func New(c Config, uids UIDRange) (_ *Supervisor, err error) {
 	c = c.withDefaults()
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("jailproc: %w", err)
@@ -42,6 +46,15 @@ func New(c Config, uids UIDRange) (*Supervisor, error) {
 	if uids.Base < 1000 || uids.Size < 1 {
 		return nil, fmt.Errorf("jailproc: uid range %d+%d must start at 1000 or above and hold at least one uid", uids.Base, uids.Size)
 	}
+	claim, err := claimUIDs(c.UIDLockDir, uids)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			claim.release()
+		}
+	}()
 	l, err := discoverLayout(c)
 	if err != nil {
 		return nil, fmt.Errorf("jailproc: %w", err)
@@ -60,16 +73,21 @@ func New(c Config, uids UIDRange) (*Supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jailproc: %w", err)
 	}
-	return &Supervisor{cfg: c, layout: l, cg: cg, uids: newUIDRange(uids.Base, uids.Size), workerDir: dir, workerPyc: pyc}, nil
+	return &Supervisor{cfg: c, layout: l, cg: cg, uidRange: uids, uids: newUIDRange(uids.Base, uids.Size), uidClaim: claim, workerDir: dir, workerPyc: pyc}, nil
 }
 
-// Close removes the supervisor's files and its cgroup parents. Call it after
-// every jail is gone. A parent still used by another server sharing it is
-// left alone: rmdir fails on a cgroup that has children.
+// Close removes the supervisor's files and its cgroup parents and releases
+// its uid range. Call it after every jail is gone. A parent still used by
+// another server sharing it is left alone: rmdir fails on a cgroup that has
+// children.
 func (s *Supervisor) Close() error {
 	s.cg.removeParents()
+	s.uidClaim.release()
 	return os.RemoveAll(s.workerDir)
 }
+
+// UIDs is the host uid range the supervisor claimed for its jails.
+func (s *Supervisor) UIDs() UIDRange { return s.uidRange }
 
 // Cgroups reports which cgroup hierarchy enforces memory and process limits,
 // and why none does when the answer is CgroupNone.

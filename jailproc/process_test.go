@@ -1,6 +1,7 @@
 package jailproc_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -44,6 +45,17 @@ func TestMain(m *testing.M) {
 		}
 		ctrl := os.NewFile(3, "ctrl")
 		ctrl.Write([]byte("SSE-READY 1\n"))
+		time.Sleep(time.Hour)
+	case "claim-uids":
+		// A second server process: claim the range, say so, hold it until
+		// killed.
+		base, _ := strconv.Atoi(os.Getenv("JAILPROC_CLAIM_BASE"))
+		_, err := jailproc.New(jailproc.Config{NsjailPath: "/bin/false", Cgroups: jailproc.CgroupsOff, UIDLockDir: os.Getenv("JAILPROC_CLAIM_DIR")}, jailproc.UIDRange{Base: base, Size: 4})
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(5)
+		}
+		fmt.Println("claimed")
 		time.Sleep(time.Hour)
 	case "bad-ready":
 		os.NewFile(3, "ctrl").Write([]byte("HELLO\n"))
@@ -430,4 +442,75 @@ func TestARequestsOwnMemoryLimitLowersTheWorkersLimitButNeverRaisesIt(t *testing
 	if res.Status != executor.StatusMemoryLimit || !strings.Contains(res.Error.Message, "128 MiB") {
 		t.Fatalf("a request asking for 1 GiB: %s %+v", res.Status, res.Error)
 	}
+}
+
+func TestTwoSupervisorsInOneProcessCannotClaimTheSameUIDRange(t *testing.T) {
+	dir, base := t.TempDir(), testenv.UIDBase(t)
+	cfg := jailproc.Config{NsjailPath: "/bin/false", Cgroups: jailproc.CgroupsOff, UIDLockDir: dir}
+	a, err := jailproc.New(cfg, jailproc.UIDRange{Base: base, Size: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a.UIDs(); got != (jailproc.UIDRange{Base: base, Size: 100}) {
+		t.Fatalf("UIDs() = %+v", got)
+	}
+	// Overlapping only in its last chunk.
+	_, err = jailproc.New(cfg, jailproc.UIDRange{Base: base + 64, Size: 4})
+	if !errors.Is(err, jailproc.ErrUIDRangeTaken) {
+		a.Close()
+		t.Fatalf("a second supervisor on the same uids: %v", err)
+	}
+	for _, want := range []string{fmt.Sprintf("host uids %d-%d", base+64, base+67), fmt.Sprintf("pid %d uids %d-%d", os.Getpid(), base, base+99), "--uid-base"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	// A disjoint range is fine meanwhile, and the range is free after Close.
+	c, err := jailproc.New(cfg, jailproc.UIDRange{Base: base + 128, Size: 4})
+	if err != nil {
+		t.Fatalf("a disjoint range: %v", err)
+	}
+	c.Close()
+	a.Close()
+	b, err := jailproc.New(cfg, jailproc.UIDRange{Base: base + 64, Size: 4})
+	if err != nil {
+		t.Fatalf("after Close: %v", err)
+	}
+	b.Close()
+}
+
+func TestASecondServerProcessCannotClaimTheUIDRangeUntilTheFirstDies(t *testing.T) {
+	dir, base := t.TempDir(), testenv.UIDBase(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), "JAILPROC_FAKE=claim-uids", "JAILPROC_CLAIM_BASE="+strconv.Itoa(base), "JAILPROC_CLAIM_DIR="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if line != "claimed\n" {
+		t.Fatalf("the other process: %q", line)
+	}
+	cfg := jailproc.Config{NsjailPath: "/bin/false", Cgroups: jailproc.CgroupsOff, UIDLockDir: dir}
+	_, err = jailproc.New(cfg, jailproc.UIDRange{Base: base, Size: 4})
+	if !errors.Is(err, jailproc.ErrUIDRangeTaken) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", cmd.Process.Pid)) {
+		t.Fatalf("while another process holds the range: %v", err)
+	}
+	// A crashed server never leaves its range claimed: the kernel drops
+	// its locks.
+	cmd.Process.Kill()
+	cmd.Wait()
+	s, err := jailproc.New(cfg, jailproc.UIDRange{Base: base, Size: 4})
+	if err != nil {
+		t.Fatalf("after the other process died: %v", err)
+	}
+	s.Close()
 }
