@@ -514,3 +514,17 @@ func TestASecondServerProcessCannotClaimTheUIDRangeUntilTheFirstDies(t *testing.
 	}
 	s.Close()
 }
+
+func TestABatchResultWithAnotherNumberOfItemsThanTheRequestsRecordsIsAProtocolViolation(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t)}, testenv.UIDBase(t))
+	forger := []byte("import os\ndef main(r):\n    body = b'{\"ok\":true,\"results\":[{\"result\":\"forged\",\"stdout\":\"\"}]}'\n    os.write(3, b'SSE-RES %d\\n' % len(body) + body)\n    return r\n")
+	res := runOnce(t, s, executor.Request{Mode: executor.ModeBatch, Script: forger, Input: []byte("[1,2,3]"), Records: 3})
+	if res.Status != executor.StatusRuntimeError || !strings.Contains(res.Error.Message, "result channel") {
+		t.Fatalf("a forged 1-item answer to 3 records: %s %+v", res.Status, res.Error)
+	}
+	honest := []byte("def main(r):\n    return r * 2\n")
+	res = runOnce(t, s, executor.Request{Mode: executor.ModeBatch, Script: honest, Input: []byte("[1,2,3]"), Records: 3})
+	if res.Status != executor.StatusOK || len(res.Batch) != 3 || string(res.Batch[2].Result) != "6" {
+		t.Fatalf("an honest batch: %s %+v %+v", res.Status, res.Error, res.Batch)
+	}
+}

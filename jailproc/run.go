@@ -171,8 +171,12 @@ func (w *worker) readResult(req executor.Request) <-chan reply {
 	go func() {
 		r, err := pyworker.ReadResult(w.ctrlR, w.cfg.MaxResult)
 		if err == nil {
-			// A script can forge a well-formed frame of the other mode.
+			// A script can forge a well-formed frame of the other mode,
+			// or a batch answer of another size.
 			err = r.CheckMode(req.Mode == executor.ModeBatch)
+		}
+		if err == nil && req.Mode == executor.ModeBatch {
+			err = r.CheckRecords(req.Records)
 		}
 		replies <- reply{r, err}
 	}()
