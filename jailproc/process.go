@@ -139,14 +139,19 @@ func (s *Supervisor) Start(ctx context.Context) (_ *Process, err error) {
 	p, err := s.spawn(uid, group)
 	if err != nil {
 		if group != nil {
-			group.remove()
+			if rerr := group.remove(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("jailproc: remove the cgroup of a jail that did not start: %w", rerr))
+			}
 		}
 		s.uids.put(uid)
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			p.Kill()
+			// A group that cannot be removed is reported with the failure.
+			if kerr := p.Kill(); kerr != nil {
+				err = errors.Join(err, kerr)
+			}
 		}
 	}()
 	if err := p.handshake(ctx); err != nil {
@@ -218,17 +223,8 @@ func (s *Supervisor) spawn(uid int, group *workerGroup) (*Process, error) {
 // handshake waits for the worker's versioned ready line, within ctx and
 // Config.StartTimeout.
 func (p *Process) handshake(ctx context.Context) error {
-	deadline := time.Now().Add(p.s.cfg.StartTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	ctrl := p.w.ctrl
-	ctrl.SetReadDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { ctrl.SetReadDeadline(time.Now()) })
-	err := pyworker.ReadReady(p.w.ctrlR)
-	stop()
+	err := p.w.awaitReady(ctx)
 	if err == nil {
-		ctrl.SetReadDeadline(time.Time{})
 		return nil
 	}
 	var se *pyworker.StartError

@@ -528,3 +528,46 @@ func TestABatchResultWithAnotherNumberOfItemsThanTheRequestsRecordsIsAProtocolVi
 		t.Fatalf("an honest batch: %s %+v %+v", res.Status, res.Error, res.Batch)
 	}
 }
+
+func TestKillReportsAWorkerCgroupThatCannotBeRemoved(t *testing.T) {
+	parent := testenv.CgroupParent(t, "jailproc-busy")
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: parent}, testenv.UIDBase(t))
+	if v, why := s.Cgroups(); v == jailproc.CgroupNone {
+		t.Skipf("no cgroups here: %s", why)
+	}
+	p, err := s.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := testenv.CgroupsLeft(t, parent)
+	if len(groups) == 0 {
+		t.Fatal("the worker has no cgroup")
+	}
+	// A process outside the jail in the worker's group keeps it busy.
+	squatter := exec.Command("/bin/sleep", "3600")
+	if err := squatter.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		squatter.Process.Kill()
+		squatter.Wait()
+		for _, g := range testenv.CgroupsLeft(t, parent) {
+			for range 100 {
+				if os.Remove(g) == nil {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}()
+	if err := os.WriteFile(filepath.Join(groups[0], "cgroup.procs"), []byte(strconv.Itoa(squatter.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = p.Kill()
+	if err == nil || !strings.Contains(err.Error(), "remove the cgroup") {
+		t.Fatalf("Kill = %v, want the cgroup that could not be removed", err)
+	}
+	if again := p.Kill(); again == nil || again.Error() != err.Error() {
+		t.Fatalf("a second Kill = %v, want the same error", again)
+	}
+}

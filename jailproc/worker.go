@@ -2,6 +2,7 @@ package jailproc
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/secure-script-executor/executor/pyworker"
 )
 
 // workerProc is what the run protocol needs from whatever holds a worker's
@@ -80,6 +83,24 @@ type worker struct {
 // of its stdin; conn's ownership passes to the worker.
 func newWorker(cfg *Config, proc workerProc, uid int, conn *net.UnixConn, stdin *os.File, group *workerGroup) *worker {
 	return &worker{cfg: cfg, proc: proc, uid: uid, ctrl: conn, ctrlR: bufio.NewReaderSize(conn, 64<<10), stdin: stdin, group: group}
+}
+
+// awaitReady reads the worker's versioned ready line, within ctx and
+// Config.StartTimeout. The caller adds what it knows of a failure (the jail
+// backend: nsjail's diagnostics and exit status).
+func (w *worker) awaitReady(ctx context.Context) error {
+	deadline := time.Now().Add(w.cfg.StartTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	w.ctrl.SetReadDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { w.ctrl.SetReadDeadline(time.Now()) })
+	err := pyworker.ReadReady(w.ctrlR)
+	stop()
+	if err == nil {
+		w.ctrl.SetReadDeadline(time.Time{})
+	}
+	return err
 }
 
 // join moves the worker's main process into its group. Call it after the

@@ -96,7 +96,9 @@ func (s *cgroupSetup) newGroup(lim groupLimits) (_ *workerGroup, err error) {
 	}
 	defer func() {
 		if err != nil {
-			g.remove()
+			if rerr := g.remove(); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
 		}
 	}()
 	for _, dir := range []string{g.mem, g.pids, g.cpu, g.cpuacct} {
