@@ -24,7 +24,8 @@ const ceilingScript = "import json"
 // server's jail; only the program differs. cgroups and seccomp can be left
 // out for the breakdown of a spawn's cost. slot (0, 1, 2) picks the 64 uids
 // the supervisor claims host-wide: supervisors that live at the same time
-// cannot claim the same uids. Slot 0 covers the loops' UIDBase+i.
+// cannot claim the same uids, and a claim takes whole 64-uid chunks, so the
+// slots are 128 apart. Slot 0 covers the loops' UIDBase+i.
 func newJails(o Options, parent string, cgroups, seccomp bool, slot int) (*jailproc.Supervisor, error) {
 	if st, err := os.Stat(o.Nsjail); err != nil || st.IsDir() {
 		return nil, fmt.Errorf("nsjail not found at %s (run `make setup`)", o.Nsjail)
@@ -45,7 +46,7 @@ func newJails(o Options, parent string, cgroups, seccomp bool, slot int) (*jailp
 	}
 	// The bench does not use Start: every loop gets its own uid through
 	// CommandLine, UIDBase+i, inside slot 0's range.
-	return jailproc.New(cfg, jailproc.UIDRange{Base: o.UIDBase + 64*slot, Size: 64})
+	return jailproc.New(cfg, jailproc.UIDRange{Base: o.UIDBase + 128*slot, Size: 64})
 }
 
 // cgroupParents lists the parent groups jailproc created for parent.
