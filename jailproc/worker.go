@@ -63,6 +63,15 @@ func (e exitStatus) String() string {
 
 // worker is one warm, single-use Python worker as the run protocol sees it,
 // whichever backend holds its process.
+//
+// A backend plugs in by: making the worker's group (Supervisor.cg.newGroup
+// with Supervisor.groupLimits) before the worker can run anything; wrapping
+// the worker's control socket (its fd 3) and the write end of its stdin in
+// newWorker with its own workerProc; awaitReady (the versioned ready line);
+// join (moves hostPID into the group; the worker must then be its only
+// process); then run, once. To destroy it: proc.stop, then release (whose
+// error, a group that could not be removed, is the backend's Kill error),
+// then free the uid.
 type worker struct {
 	cfg   *Config
 	proc  workerProc
