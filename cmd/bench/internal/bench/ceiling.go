@@ -52,7 +52,7 @@ func newJails(o Options, parent string, cgroups, seccomp bool, slot int) (*jailp
 // cgroupParents lists the parent groups jailproc created for parent.
 func cgroupParents(root, parent string) []string {
 	var dirs []string
-	for _, d := range []string{filepath.Join(root, "memory", parent), filepath.Join(root, "pids", parent), filepath.Join(root, "cpu", parent), filepath.Join(root, parent)} {
+	for _, d := range []string{filepath.Join(root, "memory", parent), filepath.Join(root, "pids", parent), filepath.Join(root, "cpu", parent), filepath.Join(root, "cpuacct", parent), filepath.Join(root, parent)} {
 		if st, err := os.Stat(d); err == nil && st.IsDir() {
 			dirs = append(dirs, d)
 		}
@@ -61,13 +61,15 @@ func cgroupParents(root, parent string) []string {
 }
 
 // removeCgroupDirs removes the given parent groups and any empty NSJAIL.*
-// group nsjail left in them. Groups still holding tasks are retried briefly.
+// group nsjail left in them (or sse-* worker group a server left). Groups still holding tasks are retried briefly.
 func removeCgroupDirs(dirs []string) error {
 	var errs []error
 	for _, dir := range dirs {
 		var err error
 		for try := 0; try < 20; try++ {
 			children, _ := filepath.Glob(filepath.Join(dir, "NSJAIL.*"))
+			workers, _ := filepath.Glob(filepath.Join(dir, "sse-*"))
+			children = append(children, workers...)
 			for _, ch := range children {
 				os.Remove(ch)
 			}
