@@ -73,3 +73,23 @@ func BenchmarkWorkerGroupUsage(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWorkerGroupLifecycle is what a worker's own cgroup adds to a
+// spawn and a destroy: create it with its limits, open its counters, remove
+// it (nothing attached).
+func BenchmarkWorkerGroupLifecycle(b *testing.B) {
+	s, err := prepareCgroups(Config{Cgroups: CgroupsRequired, CgroupRoot: testenv.CgroupRoot, CgroupParent: testenv.CgroupParent(b, "group-cycle"), CPUMsPerSec: 1000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.removeParents()
+	for range b.N {
+		g, err := s.newGroup(groupLimits{memory: 256 << 20, procs: 32, cpuMsPerSec: 1000})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := g.remove(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
