@@ -26,11 +26,36 @@ type fakeCgroupFS struct {
 	writes []string
 	// beforeWrite, when set, runs before each write and may fail it.
 	beforeWrite func(rel, data string) error
+	// beforeRemove, when set, runs before each rmdir.
+	beforeRemove func(rel string)
+	// groupFiles are the control files the "kernel" puts in a new group.
+	groupFiles map[string]string
+}
+
+// v2GroupFiles is what a cgroup v2 kernel of 5.19 or later shows in a new
+// group with memory, pids and cpu enabled (the files the supervisor reads).
+var v2GroupFiles = map[string]string{
+	"cgroup.procs":  "",
+	"cpu.stat":      "usage_usec 0\nuser_usec 0\nsystem_usec 0\n",
+	"memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n",
+	"memory.peak":   "0\n",
+}
+
+func (f *fakeCgroupFS) mkdir(dir string) error {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return err
+	}
+	for name, content := range f.groupFiles {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func newFakeCgroupFS(t *testing.T, files map[string]string) *fakeCgroupFS {
 	t.Helper()
-	f := &fakeCgroupFS{t: t, root: t.TempDir()}
+	f := &fakeCgroupFS{t: t, root: t.TempDir(), groupFiles: v2GroupFiles}
 	for name, content := range files {
 		p := filepath.Join(f.root, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -40,9 +65,9 @@ func newFakeCgroupFS(t *testing.T, files map[string]string) *fakeCgroupFS {
 			t.Fatal(err)
 		}
 	}
-	old := cgroupWriteFile
-	cgroupWriteFile = f.write
-	t.Cleanup(func() { cgroupWriteFile = old })
+	old, oldMkdir, oldRemove := cgroupWriteFile, cgroupMkdir, cgroupRemoveDir
+	cgroupWriteFile, cgroupMkdir, cgroupRemoveDir = f.write, f.mkdir, f.removeDir
+	t.Cleanup(func() { cgroupWriteFile, cgroupMkdir, cgroupRemoveDir = old, oldMkdir, oldRemove })
 	return f
 }
 
@@ -146,8 +171,12 @@ func TestCgroupV2NamespaceRootWithProcessesMovesThemIntoALeafFirst(t *testing.T)
 			t.Fatalf("setup reason %q lacks %q", s.reason, want)
 		}
 	}
-	if dirs := s.groupDirs(123); !slices.Equal(dirs, []string{filepath.Join(f.root, "executor", "NSJAIL.123")}) {
-		t.Fatalf("jail groups %v", dirs)
+	g, err := s.newGroup(groupLimits{memory: 1 << 20, procs: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(g.dirs, []string{filepath.Join(f.root, "executor", g.name)}) {
+		t.Fatalf("worker groups %v", g.dirs)
 	}
 }
 
@@ -294,10 +323,14 @@ func TestCgroupV1IsUnchanged(t *testing.T) {
 		}
 	}
 	if len(f.writes) != 0 {
-		t.Fatalf("v1 wrote control files: %v", f.writes)
+		t.Fatalf("v1 set-up wrote control files: %v", f.writes)
 	}
-	if dirs := s.groupDirs(9); !slices.Equal(dirs, []string{filepath.Join(f.root, "memory/executor/NSJAIL.9"), filepath.Join(f.root, "pids/executor/NSJAIL.9")}) {
-		t.Fatalf("%v", dirs)
+	g, err := s.newGroup(groupLimits{memory: 1 << 20, procs: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(g.dirs, []string{filepath.Join(f.root, "memory/executor", g.name), filepath.Join(f.root, "pids/executor", g.name)}) {
+		t.Fatalf("%v", g.dirs)
 	}
 }
 
@@ -309,4 +342,19 @@ func TestReadPIDsSkipsProcessesOutsideThePIDNamespace(t *testing.T) {
 	if got, err := readPIDs(p); err != nil || !slices.Equal(got, []int{12, 345}) {
 		t.Fatalf("%v %v", got, err)
 	}
+}
+
+// removeDir emulates rmdir on a cgroup: it removes the folder with its
+// control files, but answers EBUSY while cgroup.procs lists a process.
+func (f *fakeCgroupFS) removeDir(name string) error {
+	if f.beforeRemove != nil {
+		f.beforeRemove(f.rel(name))
+	}
+	if procs, _ := os.ReadFile(filepath.Join(name, "cgroup.procs")); strings.TrimSpace(string(procs)) != "" {
+		return &fs.PathError{Op: "rmdir", Path: name, Err: syscall.EBUSY}
+	}
+	if _, err := os.Stat(name); err != nil {
+		return err
+	}
+	return os.RemoveAll(name)
 }

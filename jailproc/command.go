@@ -178,11 +178,54 @@ func (s *Supervisor) args(hostUID int) []string {
 }
 
 // CommandLine returns the nsjail arguments of a jail like the workers' (same
-// identity mapping, mounts, limits, cgroups and seccomp policy) that runs argv
+// identity mapping, mounts, limits, cgroup limits and seccomp policy) that runs argv
 // instead of the worker, with extraBinds mounted read-only too. It is for
 // measuring what a jail costs (cmd/bench); PythonBin gives the interpreter.
 func (s *Supervisor) CommandLine(hostUID int, extraBinds []string, argv ...string) []string {
-	return append(append(s.jailArgs(hostUID, extraBinds), "--"), argv...)
+	a := append(s.jailArgs(hostUID, extraBinds), s.nsjailCgroupArgs()...)
+	return append(append(a, "--"), argv...)
+}
+
+// nsjailCgroupArgs has nsjail create (and remove) the cgroups of a one-off
+// jail, the way a cold jail of the original service got its limits. Workers
+// do not use it: the supervisor makes their groups itself (newGroup), so that
+// a group outlives the worker and can still be read after it died.
+func (s *Supervisor) nsjailCgroupArgs() []string {
+	c := s.cfg
+	var a []string
+	switch s.cg.version {
+	case CgroupV1:
+		a = append(a,
+			"--cgroup_mem_max", strconv.FormatInt(c.MemoryLimit, 10),
+			"--cgroup_mem_mount", filepath.Join(s.cg.root, "memory"),
+			"--cgroup_mem_parent", s.cg.parent,
+			"--cgroup_pids_max", strconv.Itoa(c.MaxProcs),
+			"--cgroup_pids_mount", filepath.Join(s.cg.root, "pids"),
+			"--cgroup_pids_parent", s.cg.parent,
+		)
+		if s.cg.memsw {
+			a = append(a, "--cgroup_mem_memsw_max", strconv.FormatInt(c.MemoryLimit, 10))
+		}
+		if s.cg.cpu {
+			a = append(a,
+				"--cgroup_cpu_ms_per_sec", strconv.Itoa(c.CPUMsPerSec),
+				"--cgroup_cpu_mount", filepath.Join(s.cg.root, "cpu"),
+				"--cgroup_cpu_parent", s.cg.parent,
+			)
+		}
+	case CgroupV2:
+		a = append(a,
+			"--use_cgroupv2",
+			"--cgroupv2_mount", filepath.Join(s.cg.root, s.cg.parent),
+			"--cgroup_mem_max", strconv.FormatInt(c.MemoryLimit, 10),
+			"--cgroup_mem_swap_max", "0",
+			"--cgroup_pids_max", strconv.Itoa(c.MaxProcs),
+		)
+		if s.cg.cpu {
+			a = append(a, "--cgroup_cpu_ms_per_sec", strconv.Itoa(c.CPUMsPerSec))
+		}
+	}
+	return a
 }
 
 // PythonBin is the resolved interpreter that jails mount and run.
@@ -227,38 +270,6 @@ func (s *Supervisor) jailArgs(hostUID int, extraBinds []string) []string {
 	}
 	for _, sl := range s.layout.symlinks {
 		a = append(a, "--symlink", sl)
-	}
-	switch s.cg.version {
-	case CgroupV1:
-		a = append(a,
-			"--cgroup_mem_max", strconv.FormatInt(c.MemoryLimit, 10),
-			"--cgroup_mem_mount", filepath.Join(s.cg.root, "memory"),
-			"--cgroup_mem_parent", s.cg.parent,
-			"--cgroup_pids_max", strconv.Itoa(c.MaxProcs),
-			"--cgroup_pids_mount", filepath.Join(s.cg.root, "pids"),
-			"--cgroup_pids_parent", s.cg.parent,
-		)
-		if s.cg.memsw {
-			a = append(a, "--cgroup_mem_memsw_max", strconv.FormatInt(c.MemoryLimit, 10))
-		}
-		if s.cg.cpu {
-			a = append(a,
-				"--cgroup_cpu_ms_per_sec", strconv.Itoa(c.CPUMsPerSec),
-				"--cgroup_cpu_mount", filepath.Join(s.cg.root, "cpu"),
-				"--cgroup_cpu_parent", s.cg.parent,
-			)
-		}
-	case CgroupV2:
-		a = append(a,
-			"--use_cgroupv2",
-			"--cgroupv2_mount", filepath.Join(s.cg.root, s.cg.parent),
-			"--cgroup_mem_max", strconv.FormatInt(c.MemoryLimit, 10),
-			"--cgroup_mem_swap_max", "0",
-			"--cgroup_pids_max", strconv.Itoa(c.MaxProcs),
-		)
-		if s.cg.cpu {
-			a = append(a, "--cgroup_cpu_ms_per_sec", strconv.Itoa(c.CPUMsPerSec))
-		}
 	}
 	switch c.SeccompPolicy {
 	case "":
