@@ -339,7 +339,7 @@ func (s cgroupSetup) removeStale() int {
 	for _, parent := range s.parentDirs() {
 		entries, _ := os.ReadDir(parent)
 		for _, e := range entries {
-			if !e.IsDir() || !strings.HasPrefix(e.Name(), "NSJAIL.") {
+			if !e.IsDir() || !(strings.HasPrefix(e.Name(), "NSJAIL.") || strings.HasPrefix(e.Name(), childGroupPrefix)) {
 				continue
 			}
 			info, err := e.Info()

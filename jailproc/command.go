@@ -195,21 +195,8 @@ func (s *Supervisor) jailArgs(hostUID int, extraBinds []string) []string {
 		"--rlimit_nproc", strconv.Itoa(c.MaxProcs),
 		"--rlimit_stack", "8",
 		"--rlimit_core", "0",
-		"--mount", "none:/tmp:tmpfs:size=" + strconv.FormatInt(c.TmpSize, 10) + ",mode=1777",
-		"--env", "LANG=C.UTF-8",
-		"--env", "HOME=/tmp",
-		// Libraries that start a thread per core would blow the pids limit
-		// and fight over 2 cores; one thread each is the right size here.
-		"--env", "OPENBLAS_NUM_THREADS=1",
-		"--env", "OMP_NUM_THREADS=1",
-		"--env", "MKL_NUM_THREADS=1",
 	}
-	for _, p := range append(s.layout.roBinds[:len(s.layout.roBinds):len(s.layout.roBinds)], extraBinds...) {
-		a = append(a, "--bindmount_ro", p)
-	}
-	for _, sl := range s.layout.symlinks {
-		a = append(a, "--symlink", sl)
-	}
+	a = append(a, s.fsEnvArgs(extraBinds)...)
 	switch s.cg.version {
 	case CgroupV1:
 		a = append(a,
@@ -248,6 +235,29 @@ func (s *Supervisor) jailArgs(hostUID int, extraBinds []string) []string {
 	case SeccompNone:
 	default:
 		a = append(a, "--seccomp_policy", c.SeccompPolicy)
+	}
+	return a
+}
+
+// fsEnvArgs is what jails and cells share: the private /tmp, the environment
+// and the read-only view of the host (interpreter, libraries, extraBinds).
+func (s *Supervisor) fsEnvArgs(extraBinds []string) []string {
+	c := s.cfg
+	a := []string{
+		"--mount", "none:/tmp:tmpfs:size=" + strconv.FormatInt(c.TmpSize, 10) + ",mode=1777",
+		"--env", "LANG=C.UTF-8",
+		"--env", "HOME=/tmp",
+		// Libraries that start a thread per core would blow the pids limit
+		// and fight over 2 cores; one thread each is the right size here.
+		"--env", "OPENBLAS_NUM_THREADS=1",
+		"--env", "OMP_NUM_THREADS=1",
+		"--env", "MKL_NUM_THREADS=1",
+	}
+	for _, p := range append(s.layout.roBinds[:len(s.layout.roBinds):len(s.layout.roBinds)], extraBinds...) {
+		a = append(a, "--bindmount_ro", p)
+	}
+	for _, sl := range s.layout.symlinks {
+		a = append(a, "--symlink", sl)
 	}
 	return a
 }

@@ -26,6 +26,7 @@ type Supervisor struct {
 	uids      *uidRange
 	workerDir string // private folder holding workerPyc
 	workerPyc string
+	cells     *cellSetup // cell isolation only
 }
 
 // UIDRange is the block of unprivileged host uids given to jails, one per live
@@ -57,17 +58,26 @@ func New(c Config, uids UIDRange) (*Supervisor, error) {
 	if n := cg.removeStale(); n > 0 {
 		c.Log("jailproc: removed cgroups left by jails of an earlier run", "count", n)
 	}
+	var cells *cellSetup
+	if c.Isolation == IsolationCell {
+		if cells, err = prepareCells(c, uids); err != nil {
+			return nil, fmt.Errorf("jailproc: %w", err)
+		}
+	}
 	dir, pyc, err := compileWorker(l.python)
 	if err != nil {
 		return nil, fmt.Errorf("jailproc: %w", err)
 	}
-	return &Supervisor{cfg: c, layout: l, cg: cg, uids: newUIDRange(uids.Base, uids.Size), workerDir: dir, workerPyc: pyc}, nil
+	return &Supervisor{cfg: c, layout: l, cg: cg, uids: newUIDRange(uids.Base, uids.Size), workerDir: dir, workerPyc: pyc, cells: cells}, nil
 }
 
 // Close removes the supervisor's files and its cgroup parents. Call it after
 // every jail is gone. A parent still used by another server sharing it is
 // left alone: rmdir fails on a cgroup that has children.
 func (s *Supervisor) Close() error {
+	if s.cells != nil {
+		s.cells.close()
+	}
 	s.cg.removeParents()
 	return os.RemoveAll(s.workerDir)
 }
@@ -100,6 +110,15 @@ type Process struct {
 	cpuTime  time.Duration // CPU time of nsjail and the jail's processes, valid after exited
 	maxRSS   int64         // peak resident memory of nsjail or a jail process in bytes, valid after exited
 
+	// Cell isolation only: the cell the child was forked from, its id there,
+	// a pidfd on it (-1 until its ready line), its own cgroup, and whether
+	// it ended because its cell did.
+	cell     *cell
+	cellID   uint64
+	pidfd    int
+	group    *childGroup
+	cellLost bool
+
 	used     atomic.Bool
 	killOnce sync.Once
 	killErr  error
@@ -110,6 +129,9 @@ type Process struct {
 // (puddle hands constructors a context that is cancelled as soon as
 // pre-warming returns; tying the process to it would kill every warm worker.)
 func (s *Supervisor) Start(ctx context.Context) (_ *Process, err error) {
+	if s.cells != nil {
+		return s.startCellChild(ctx)
+	}
 	uid, err := s.uids.take()
 	if err != nil {
 		return nil, err
@@ -284,8 +306,13 @@ func (p *Process) StartedAt() time.Time { return p.started }
 // UID is the host uid the jail's processes run as.
 func (p *Process) UID() int { return p.uid }
 
-// Pid is nsjail's host pid.
-func (p *Process) Pid() int { return p.cmd.Process.Pid }
+// Pid is nsjail's host pid (cell isolation: the child's).
+func (p *Process) Pid() int {
+	if p.cell != nil {
+		return p.childPID
+	}
+	return p.cmd.Process.Pid
+}
 
 // Kill ends the jail and waits until it is reaped, its cgroups are gone and
 // its uid is free again. Safe to call more than once and concurrently.
@@ -295,6 +322,9 @@ func (p *Process) Kill() error {
 }
 
 func (p *Process) kill() error {
+	if p.cell != nil {
+		return p.killCellChild()
+	}
 	if !isClosed(p.exited) {
 		// SIGTERM to nsjail, not SIGKILL: nsjail answers it by SIGKILLing
 		// everything in the jail, reaping it and removing the jail's cgroups

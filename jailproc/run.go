@@ -184,15 +184,20 @@ func (p *Process) died() executor.Result {
 		return p.limit(executor.StatusRuntimeError, "the script closed the worker's result channel without a result")
 	}
 	code := p.exitCode
+	// Before Kill removes the cgroup holding the OOM counter.
+	oom := p.oomKilled()
 	p.Kill() // reap bookkeeping: cgroups, uid
 	fail := func(st executor.Status, msg string) executor.Result {
 		return executor.Result{Status: st, Error: &executor.ScriptError{Type: st, Message: msg}}
 	}
+	if p.cellLost {
+		return fail(executor.StatusRuntimeError, "the sandbox cell running the script failed before the script finished; the run did not complete, retry it")
+	}
 	// nsjail exits with 128+N when the jailed process died of signal N.
 	switch sig := syscall.Signal(code - 128); {
-	case code > 128 && sig == syscall.SIGKILL && p.maxRSS >= p.s.cfg.MemoryLimit*3/4:
+	case code > 128 && sig == syscall.SIGKILL && oom:
 		// Only the kernel sends SIGKILL into the jail before we do: the
-		// cgroup OOM killer, which this peak RSS points to...
+		// cgroup OOM killer...
 		return fail(executor.StatusMemoryLimit, fmt.Sprintf("the script used more than its %d MiB memory limit and was killed", p.s.cfg.MemoryLimit/mib))
 	case code > 128 && (sig == syscall.SIGKILL || sig == syscall.SIGXCPU):
 		// ...or RLIMIT_CPU: its soft and hard limits are equal and the worker
@@ -207,6 +212,16 @@ func (p *Process) died() executor.Result {
 	default:
 		return fail(executor.StatusRuntimeError, fmt.Sprintf("the script's process exited with status %d before main returned", code))
 	}
+}
+
+// oomKilled tells a memory kill from a CPU-limit kill: a cell child's own
+// cgroup counts OOM kills; for a jail, whose cgroup nsjail owns, a peak RSS
+// near the limit points to it.
+func (p *Process) oomKilled() bool {
+	if p.cell != nil && p.group != nil {
+		return p.group.oomKilled()
+	}
+	return p.maxRSS >= p.s.cfg.MemoryLimit*3/4
 }
 
 func fromFrame(fr pyworker.Result) executor.Result {
