@@ -779,7 +779,31 @@ def _ready():
     return sock
 
 
-def _serve(sock):
+class _BecomeWorker(BaseException):
+    # Raised in a zygote's child once it is a sandboxed worker: it unwinds the
+    # zygote's frames, so that the script runs at the stack depth of a jail's
+    # worker (the same recursion limit, the same tracebacks).
+    def __init__(self, sock):
+        self.sock = sock
+
+
+def _start():
+    arg = sys.argv[1] if len(sys.argv) > 1 else ''
+    if arg.startswith('z1;'):
+        try:
+            _zygote_main(arg)  # returns only in a forked child, as _BecomeWorker
+        except _BecomeWorker as e:
+            return e.sock
+        _exit(1)
+    parts = arg.split(';', 2)
+    if len(parts) != 3 or parts[0] != 'v1':
+        _fail_start('configuration %r is not v1;<preload>;<paths>' % arg[:200])
+    _configure(parts[2], parts[1])
+    return _ready()
+
+
+def _main():
+    sock = _start()
     _receive_output_fds(sock)
     batch, script, data, limit = _read_exact_request()
     try:
@@ -792,17 +816,6 @@ def _serve(sock):
         except BaseException:
             payload = None
     _finish(sock, payload if payload is not None else MEMORY_PAYLOAD.decode('ascii'), limit)
-
-
-def _main():
-    arg = sys.argv[1] if len(sys.argv) > 1 else ''
-    if arg.startswith('z1;'):
-        _zygote_main(arg)  # never returns
-    parts = arg.split(';', 2)
-    if len(parts) != 3 or parts[0] != 'v1':
-        _fail_start('configuration %r is not v1;<preload>;<paths>' % arg[:200])
-    _configure(parts[2], parts[1])
-    _serve(_ready())
 
 
 # ---- Cell mode: the zygote (docs/PROTOCOL.md, "Cells") ----
@@ -851,6 +864,8 @@ def _zygote_main(arg):
     gc.freeze()  # the children's first collections do not touch (copy) our pages
     try:
         z.loop()
+    except _BecomeWorker:
+        raise
     except BaseException as e:
         _die(6, 'zygote: ' + _exc_line(e))  # pid 1 exits: the cell and its children end
 
@@ -982,8 +997,7 @@ class _Zygote:
                 except BaseException:
                     pass
             _exit(1)
-        _serve(sock)
-        _exit(1)
+        raise _BecomeWorker(sock)
 
     def _enter(self, uid):
         L, ctypes, R = self.libc, self.ctypes, self.resource
