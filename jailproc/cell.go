@@ -218,7 +218,9 @@ func (s *Supervisor) startCell(ctx context.Context) (_ *cell, err error) {
 	}
 	if pid := childOf(c.cmd.Process.Pid); pid != 0 {
 		if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+			c.mu.Lock()
 			c.zygote = fd
+			c.mu.Unlock()
 		}
 	}
 	go c.readReports()
@@ -265,14 +267,19 @@ func (c *cell) readReady(ctx context.Context) error {
 // namespace is, then fails every child whose exit was not reported.
 func (c *cell) wait() {
 	c.cmd.Wait()
-	if c.zygote >= 0 {
-		fds := []unix.PollFd{{Fd: int32(c.zygote), Events: unix.POLLIN}}
+	c.mu.Lock()
+	zygote := c.zygote
+	c.mu.Unlock()
+	if zygote >= 0 {
+		// nsjail normally reaped it; after a SIGKILL of nsjail itself the
+		// zygote dies of PR_SET_PDEATHSIG a moment later.
+		fds := []unix.PollFd{{Fd: int32(zygote), Events: unix.POLLIN}}
 		for i := 0; i < 100; i++ {
 			if n, err := unix.Poll(fds, 100); n > 0 || (err != nil && err != unix.EINTR) {
 				break
 			}
 		}
-		unix.Close(c.zygote)
+		unix.Close(zygote)
 	}
 	c.mu.Lock()
 	c.gone = true
@@ -340,13 +347,24 @@ func (c *cell) report(msg string) error {
 	return nil
 }
 
-// kill ends the cell: SIGKILL to nsjail, whose death SIGKILLs the zygote
-// (PR_SET_PDEATHSIG), whose death as pid 1 ends every process of the cell.
-// It waits until they are gone.
+// kill ends the cell: SIGKILL to the zygote, whose death as pid 1 ends every
+// process of the cell; nsjail reaps it and exits. If that does not happen
+// (the zygote's pid was never learnt, nsjail is stuck), SIGKILL to nsjail,
+// whose death SIGKILLs the zygote (PR_SET_PDEATHSIG). It waits until the
+// cell's processes are gone.
 func (c *cell) kill() {
 	c.killOnce.Do(func() {
-		if err := syscall.Kill(c.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-			c.s.cfg.Log("jailproc: kill cell", "pid", c.cmd.Process.Pid, "err", err)
+		c.mu.Lock()
+		if c.zygote >= 0 && !c.gone {
+			unix.PidfdSendSignal(c.zygote, unix.SIGKILL, nil, 0)
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.dead:
+		case <-time.After(2 * time.Second):
+			if err := syscall.Kill(c.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+				c.s.cfg.Log("jailproc: kill cell", "pid", c.cmd.Process.Pid, "err", err)
+			}
 		}
 	})
 	<-c.dead
