@@ -133,14 +133,17 @@ func prepareCells(c Config, uids UIDRange) (*cellSetup, error) {
 }
 
 // cellArgs is the nsjail command line of a cell whose uid 0 is host uid base
-// and which maps n uids.
+// and which maps n uids: base to 0, base+1.. to jailUID...
 func (s *Supervisor) cellArgs(base, n int) []string {
 	c := s.cfg
-	idmap := fmt.Sprintf("0:%d:%d", base, n)
+	// uid 0: the zygote; jailUID and up: the children, as a jail's worker
+	// is jailUID (each child has its own, so not all of them are jailUID).
+	zmap := fmt.Sprintf("0:%d:1", base)
+	cmap := fmt.Sprintf("%d:%d:%d", jailUID, base+1, n-1)
 	a := []string{
 		"--mode", "o",
 		"--quiet",
-		"--user", idmap, "--group", idmap,
+		"--user", zmap, "--user", cmap, "--group", zmap, "--group", cmap,
 		// The zygote needs CAP_SYS_ADMIN (unshare, mount) and CAP_SETUID /
 		// CAP_SETGID inside the cell's user namespace, nowhere else.
 		"--keep_caps",

@@ -159,7 +159,7 @@ func (c *cell) fork() (*Process, *os.File, error) {
 	c.live++
 	c.forks++
 	c.mu.Unlock()
-	msg := fmt.Sprintf("F %d %d", id, uid-c.base)
+	msg := fmt.Sprintf("F %d %d", id, jailUID+uid-c.base-1)
 	if _, _, err := c.ctrl.WriteMsgUnix([]byte(msg), syscall.UnixRights(int(stdinR.Fd()), int(childSock.Fd())), nil); err != nil {
 		// The zygote is gone or stuck: the cell is replaced, and p is
 		// failed by the cell's end like any other child.

@@ -837,6 +837,7 @@ _MS_REC, _MS_PRIVATE = 0x4000, 0x40000
 _PR_CAPBSET_DROP = 24
 _PR_SET_SECCOMP = 22
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_DUMPABLE = 4
 _SECCOMP_MODE_FILTER = 2
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -1027,6 +1028,11 @@ class _Zygote:
         hdr = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
         data = (ctypes.c_uint32 * 6)()
         self.check(L.capset(hdr, data), 'capset')
+        # The uid change made the process non-dumpable, which hides its own
+        # /proc/self files (environ, fd, ...) from it. A jail's worker, fresh
+        # from execve, is dumpable; so is this child again. Only its own uid
+        # could use that, and the uid is its alone (ptrace is denied anyway).
+        self.check(L.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0), 'dumpable')
         # Step: no new privileges, then the child's seccomp filter. From here
         # on nothing can be undone: filters stack and cannot be removed.
         self.check(L.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 'no_new_privs')
