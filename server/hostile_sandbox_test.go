@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -247,6 +248,17 @@ def conn(host, port):
         s.close()
 `
 	unreachable := `["OSError", 101]` // ENETUNREACH: no interface is up in the jail
+	// Cell children share their cell's (empty) network namespace, so
+	// socket(2) of every family is denied to them (docs/SECURITY.md): each
+	// attempt fails earlier, with EPERM.
+	denied := `["PermissionError", 1]`
+	netErr := func(jail string) string {
+		if cellMode() {
+			return denied
+		}
+		return jail
+	}
+	unreachable = netErr(unreachable)
 	// An abstract unix socket of the host: abstract names belong to the
 	// network namespace, so the jail must not reach it.
 	abstract := fmt.Sprintf("executor-hostile-%d", os.Getpid())
@@ -274,14 +286,14 @@ def conn(host, port):
 				var got map[string]any
 				result(t, r, &got)
 				for p, v := range got {
-					if fmt.Sprint(v) != "[OSError 101]" {
+					if want := map[bool]string{false: "[OSError 101]", true: "[PermissionError 1]"}[cellMode()]; fmt.Sprint(v) != want {
 						t.Errorf("port %s: %v", p, v)
 					}
 				}
 			}},
 		{name: "ipv6_loopback_and_external_hosts", script: tryPy + "def main():\n    return [tr(lambda: conn('::1', 80)), tr(lambda: conn('1.1.1.1', 443)), tr(lambda: conn('169.254.169.254', 80))]\n",
 			status: 200, check: func(t *testing.T, r response) {
-				jsonEq(t, r.Body["result"], `[["OSError", 99], ["OSError", 101], ["OSError", 101]]`)
+				jsonEq(t, r.Body["result"], "["+netErr(`["OSError", 99]`)+","+netErr(`["OSError", 101]`)+","+netErr(`["OSError", 101]`)+"]")
 			}},
 		{name: "dns_resolution", script: "import socket\ndef main():\n    out = []\n    for name in ('example.com', 'localhost', 'metadata.google.internal'):\n        try:\n            socket.getaddrinfo(name, 80)\n            out.append('resolved')\n        except socket.gaierror as e:\n            out.append(type(e).__name__)\n    return out\n",
 			status: 200, check: func(t *testing.T, r response) {
@@ -295,7 +307,7 @@ def conn(host, port):
 			}},
 		{name: "host_abstract_unix_socket", script: tryPy + "def main(name):\n    def c():\n        s = socket.socket(socket.AF_UNIX)\n        s.connect('\\0' + name)\n        return s.recv(100)\n    return tr(c)\n",
 			extra: []string{`"input": "` + abstract + `"`}, status: 200,
-			check: func(t *testing.T, r response) { jsonEq(t, r.Body["result"], `["ConnectionRefusedError", 111]`) }},
+			check: func(t *testing.T, r response) { jsonEq(t, r.Body["result"], netErr(`["ConnectionRefusedError", 111]`)) }},
 	})
 	// A socket the script binds and listens on lives in the jail's own
 	// network namespace: nothing on the host can connect to it.
@@ -324,8 +336,12 @@ def main(port):
 			t.Errorf("the host reached a port the script listens on inside the jail")
 		}
 		r := <-done
-		h.expect(t, r, 200, "")
-		jsonEq(t, r.Body["result"], fmt.Sprintf(`{"bound": %d, "self_connect": ["OSError", 101]}`, free))
+		if cellMode() {
+			h.expect(t, r, 422, "runtime_error") // socket() itself is denied
+		} else {
+			h.expect(t, r, 200, "")
+			jsonEq(t, r.Body["result"], fmt.Sprintf(`{"bound": %d, "self_connect": ["OSError", 101]}`, free))
+		}
 		h.hello(t)
 	})
 }
@@ -334,9 +350,12 @@ def main(port):
 const tenantA = `import os, time, ctypes, socket
 def main():
     open('/tmp/secret', 'w').write('card 4242 4242 4242 4242')
-    s = socket.socket(socket.AF_UNIX)
-    s.bind('\0tenant-a')
-    s.listen()
+    try:
+        s = socket.socket(socket.AF_UNIX)  # denied in a cell: see tenantB
+        s.bind('\0tenant-a')
+        s.listen()
+    except PermissionError:
+        pass
     libc = ctypes.CDLL(None, use_errno=True)
     shm = libc.shmget(0x5ec, 4096, 0o1000 | 0o666)  # IPC_CREAT
     time.sleep(1.5)
@@ -387,9 +406,10 @@ func (h *hostile) testTenants(t *testing.T) {
 		h.expect(t, b, 200, "")
 		h.expect(t, a, 200, "")
 		// B sees its own empty /tmp, only itself in /proc, finds nothing,
-		// kills nothing, reaches neither A's socket (ECONNREFUSED) nor its
-		// shared memory (ENOENT).
-		jsonEq(t, b.Body["result"], `{"tmp": [], "pids": ["1"], "found": [], "killed": [], "socket": 111, "shm": [-1, 2]}`)
+		// kills nothing, reaches neither A's socket (ECONNREFUSED; in a
+		// cell, neither can open one: EPERM) nor its shared memory (ENOENT).
+		sock := map[bool]string{false: "111", true: "1"}[cellMode()]
+		jsonEq(t, b.Body["result"], `{"tmp": [], "pids": ["1"], "found": [], "killed": [], "socket": `+sock+`, "shm": [-1, 2]}`)
 		// A ran undisturbed to its end.
 		jsonEq(t, a.Body["result"], `{"file": "card 4242 4242 4242 4242", "shm": true, "pid": 1}`)
 		h.hello(t)
@@ -446,9 +466,18 @@ def main():
         out[k] = status[k]
     return out
 `, status: 200, check: func(t *testing.T, r response) {
-			// EINVAL (22): uid/gid 0 does not exist in the jail's user namespace.
-			jsonEq(t, r.Body["result"], `{"setuid": 22, "setgid": 22, "setgroups": 1, "chown": 22, "chroot": 1,
-				"Uid": "1000\t1000\t1000\t1000", "CapInh": "0000000000000000", "CapPrm": "0000000000000000",
+			// EINVAL (22): uid/gid 0 does not exist in the jail's user
+			// namespace. In a cell it is the zygote's: EPERM (1).
+			var got map[string]any
+			result(t, r, &got)
+			no := "22"
+			if cellMode() {
+				no = "1"
+			}
+			checkJailUID(t, got["Uid"])
+			delete(got, "Uid")
+			jsonEq(t, got, `{"setuid": `+no+`, "setgid": `+no+`, "setgroups": 1, "chown": `+no+`, "chroot": 1,
+				"CapInh": "0000000000000000", "CapPrm": "0000000000000000",
 				"CapEff": "0000000000000000", "CapBnd": "0000000000000000", "CapAmb": "0000000000000000",
 				"NoNewPrivs": "1", "Seccomp": "2"}`)
 		}},
@@ -463,6 +492,16 @@ def main():
 		n := 0
 		for _, p := range hostProcesses() {
 			if len(p.uids) != 4 || !inJailRange(p.uids[0]) {
+				continue
+			}
+			if isZygote(p) {
+				// A cell's zygote keeps its capabilities inside the cell's
+				// own user namespace (it makes the children's namespaces);
+				// it never runs a script. It is still no_new_privs and
+				// filtered.
+				if p.fields["NoNewPrivs"] != "1" || p.fields["Seccomp"] != "2" {
+					t.Errorf("zygote %d: NoNewPrivs %q Seccomp %q", p.pid, p.fields["NoNewPrivs"], p.fields["Seccomp"])
+				}
 				continue
 			}
 			n++
@@ -498,6 +537,16 @@ def main():
 			}(i)
 		}
 		time.Sleep(600 * time.Millisecond)
+		if cellMode() {
+			checkCellChildrenUIDs(t, n)
+			wg.Wait()
+			for i, r := range results {
+				h.expect(t, r, 200, "")
+				jsonEq(t, r.Body["result"], fmt.Sprint(i))
+			}
+			h.hello(t)
+			return
+		}
 		procs := hostProcesses()
 		jailOf := map[int]int{} // nsjail pid -> mapped host uid
 		owner := map[int]int{}  // host uid -> nsjail pid
@@ -635,7 +684,76 @@ def main():
     out = subprocess.run(['/tmp/probe'], capture_output=True, text=True, timeout=5)
     return out.stdout.split() + [out.stderr[-300:]]
 `, status: 200, check: func(t *testing.T, r response) {
-			jsonEq(t, r.Body["result"], `["1000", "1", "False", "2", ""]`)
+			var got []string
+			result(t, r, &got)
+			if len(got) == 5 {
+				checkJailUID(t, strings.Repeat(got[0]+"\t", 3)+got[0])
+				got[0] = "uid"
+			}
+			jsonEq(t, got, `["uid", "1", "False", "2", ""]`)
 		}},
 	})
+}
+
+// cellMode reports whether the suite runs against cell isolation.
+func cellMode() bool { return hostileIsolation == "cell" }
+
+// checkJailUID checks a /proc status Uid line (real, effective, saved, fs)
+// seen inside the sandbox: 1000 in a jail; in a cell, the child's own uid,
+// 1000 or above, never the zygote's 0.
+func checkJailUID(t *testing.T, v any) {
+	t.Helper()
+	s, _ := v.(string)
+	f := strings.Split(s, "\t")
+	if len(f) != 4 || f[0] != f[1] || f[0] != f[2] || f[0] != f[3] {
+		t.Fatalf("Uid %q: want four equal uids", s)
+	}
+	uid, err := strconv.Atoi(f[0])
+	if err != nil || uid < 1000 || (!cellMode() && uid != 1000) {
+		t.Errorf("Uid %q: want 1000 (cell: 1000 or above)", s)
+	}
+}
+
+// isZygote reports whether p is a cell's zygote: the process nsjail started
+// with a z1; configuration (its children inherit the command line, not the
+// parent).
+func isZygote(p procInfo) bool {
+	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.ppid))
+	if strings.TrimSpace(string(comm)) != "nsjail" {
+		return false
+	}
+	for _, a := range p.cmdline {
+		if strings.HasPrefix(a, "z1;") {
+			return true
+		}
+	}
+	return false
+}
+
+// checkCellChildrenUIDs checks, from the host, that the live cell children
+// (each the pid 1 of its own pid namespace, with whatever its script forked)
+// never share a uid: one uid per pid namespace, one pid namespace per uid.
+func checkCellChildrenUIDs(t *testing.T, atLeast int) {
+	t.Helper()
+	uidOf := map[string]int{} // pid namespace -> uid
+	nsOf := map[int]string{}  // uid -> pid namespace
+	for _, p := range hostProcesses() {
+		if len(p.uids) == 0 || !inJailRange(p.uids[0]) || isZygote(p) || strings.HasPrefix(p.fields["State"], "Z") {
+			continue
+		}
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", p.pid))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		if u, ok := uidOf[ns]; ok && u != p.uids[0] {
+			t.Errorf("pid namespace %s holds uids %d and %d", ns, u, p.uids[0])
+		}
+		if other, ok := nsOf[p.uids[0]]; ok && other != ns {
+			t.Errorf("uid %d runs in two children: pid namespaces %s and %s", p.uids[0], other, ns)
+		}
+		uidOf[ns], nsOf[p.uids[0]] = p.uids[0], ns
+	}
+	if len(uidOf) < atLeast {
+		t.Fatalf("saw %d cell children while %d scripts slept", len(uidOf), atLeast)
+	}
 }
