@@ -108,7 +108,7 @@ func (s *Server) decodeAndRun(c *fiber.Ctx, mode executor.Mode) (executor.Result
 	}
 
 	eff := s.effectiveTimeout(rr.TimeoutMS)
-	req := executor.Request{Mode: mode, Script: []byte(rr.Script), Input: rr.Input, Timeout: eff}
+	req := executor.Request{Mode: mode, Script: []byte(rr.Script), Input: rr.Input, Records: rr.Records, Timeout: eff}
 
 	// fiber's UserContext is Background and fasthttp does not cancel on
 	// client disconnect, so the run's deadline is set here explicitly. The

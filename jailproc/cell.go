@@ -50,8 +50,8 @@ type cell struct {
 	killOnce sync.Once
 
 	mu       sync.Mutex
-	children map[uint64]*Process // forked, exit not yet reported
-	live     int                 // children not yet released by Process.Kill
+	children map[uint64]*cellChild // forked, exit not yet reported
+	live     int                   // children not yet released by Process.Kill
 	forks    int
 	draining bool
 	gone     bool // dead: no more children
@@ -191,7 +191,7 @@ func (s *Supervisor) startCell(ctx context.Context) (_ *cell, err error) {
 	parent, child := os.NewFile(uintptr(fds[0]), "cell-ctrl"), os.NewFile(uintptr(fds[1]), "cell-ctrl-child")
 	defer parent.Close()
 	c := &cell{s: s, block: block, base: base, uids: newUIDRange(base+1, s.cells.blockSize-1), diag: &tail{n: 4096},
-		zygote: -1, dead: make(chan struct{}), children: map[uint64]*Process{}}
+		zygote: -1, dead: make(chan struct{}), children: map[uint64]*cellChild{}}
 	c.cmd = exec.Command(s.cfg.NsjailPath, s.cellArgs(base, s.cells.blockSize)...)
 	c.cmd.Env = []string{}
 	c.cmd.Stderr = c.diag
@@ -287,11 +287,11 @@ func (c *cell) wait() {
 	c.mu.Lock()
 	c.gone = true
 	lost := c.children
-	c.children = map[uint64]*Process{}
+	c.children = map[uint64]*cellChild{}
 	c.mu.Unlock()
-	for _, p := range lost {
-		p.exitCode, p.cellLost = -1, true
-		close(p.exited)
+	for _, k := range lost {
+		k.status = exitStatus{Signal: syscall.SIGKILL, CellLost: true}
+		close(k.exited)
 	}
 	close(c.dead)
 	c.s.cells.forget(c)
@@ -331,22 +331,22 @@ func (c *cell) report(msg string) error {
 		v[i] = n
 	}
 	c.mu.Lock()
-	p := c.children[uint64(v[0])]
+	k := c.children[uint64(v[0])]
 	delete(c.children, uint64(v[0]))
 	c.mu.Unlock()
-	if p == nil {
+	if k == nil {
 		return fmt.Errorf("exit report for unknown child %d", v[0])
 	}
+	// The zygote waited for the child itself: its status is exact (no
+	// nsjail 128+N ambiguity). CPU time and peak RSS (v[2], v[3]) are
+	// logged only: the child's own cgroup is what counts.
 	ws := syscall.WaitStatus(v[1])
-	switch {
-	case ws.Signaled():
-		p.exitCode = 128 + int(ws.Signal())
-	default:
-		p.exitCode = ws.ExitStatus()
+	if ws.Signaled() {
+		k.status = exitStatus{Signal: ws.Signal()}
+	} else {
+		k.status = exitStatus{Code: ws.ExitStatus()}
 	}
-	p.cpuTime = time.Duration(v[2]) * time.Microsecond
-	p.maxRSS = v[3] << 10
-	close(p.exited)
+	close(k.exited)
 	return nil
 }
 
@@ -395,9 +395,10 @@ func (c *cell) drain() {
 	}
 }
 
-// release is called by Process.Kill once a child is gone.
-func (c *cell) release(p *Process) {
-	c.uids.put(p.uid)
+// release is called by Process.Kill once a child is gone and its cgroup
+// removed: its uid is free again.
+func (c *cell) release(uid int) {
+	c.uids.put(uid)
 	c.mu.Lock()
 	c.live--
 	idle := c.live == 0 && (c.draining || c.forks >= c.s.cfg.CellMaxForks)

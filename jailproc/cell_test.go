@@ -417,3 +417,23 @@ func TestManyRunsThroughOneCellLeaveNoProcessCgroupOrFdBehind(t *testing.T) {
 		t.Errorf("after Close the supervisor holds %d fds, %d with the cell", n, fdsBefore)
 	}
 }
+
+func TestACellChildsMemoryAndCPUKillsAreToldApartByItsOwnCgroup(t *testing.T) {
+	s := newCellSupervisor(t, jailproc.Config{MemoryLimit: 96 << 20, Timeout: 5 * time.Second}, 64)
+	if v, why := s.Cgroups(); v == jailproc.CgroupNone {
+		t.Skipf("no cgroups here: %s", why)
+	}
+	res := runCell(t, s, "def main():\n    xs = []\n    while True:\n        xs.append(bytearray(1 << 20))\n")
+	if res.Status != executor.StatusMemoryLimit || !strings.Contains(res.Error.Message, "96 MiB") {
+		t.Fatalf("memory: %s %+v", res.Status, res.Error)
+	}
+	res = runCell(t, s, "import os\ndef main():\n    os._exit(137)\n")
+	if res.Status != executor.StatusRuntimeError || !strings.Contains(res.Error.Message, "137") {
+		t.Fatalf("os._exit(137): %s %+v", res.Status, res.Error)
+	}
+	// The kernel's SIGKILL at the (lowered) RLIMIT_CPU: no OOM counted.
+	res = runCell(t, s, "import resource\ndef main():\n    resource.setrlimit(resource.RLIMIT_CPU, (1, 1))\n    while True:\n        pass\n")
+	if res.Status != executor.StatusTimeout || !strings.Contains(res.Error.Message, "CPU time limit") {
+		t.Fatalf("CPU limit: %s %+v", res.Status, res.Error)
+	}
+}

@@ -6,10 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -82,107 +84,159 @@ func (cs *cellSetup) close() {
 	}
 }
 
+// cellChild is the cell backend of workerProc: one single-use worker forked
+// by a cell's zygote. It is pid 1 of its own pid namespace, so SIGKILL to it
+// ends everything it started.
+type cellChild struct {
+	c      *cell
+	id     uint64
+	uid    int // host uid
+	pid    int // host pid, from the kernel's credentials on its ready line
+	pidfd  int // -1 until the ready line
+	exited chan struct{}
+	status exitStatus // valid once exited is closed
+
+	stopOnce sync.Once
+}
+
+var _ workerProc = (*cellChild)(nil)
+
+func (k *cellChild) hostPID() int           { return k.pid }
+func (k *cellChild) done() <-chan struct{}  { return k.exited }
+func (k *cellChild) exitStatus() exitStatus { return k.status }
+
+// stop kills the child through its pidfd and waits for the zygote's exit
+// report (sent once the child's whole pid namespace is gone). A child whose
+// pid was never learnt, or whose exit is never reported, costs the whole
+// cell: the zygote is not trusted to end it.
+func (k *cellChild) stop() {
+	k.stopOnce.Do(func() {
+		if isClosed(k.exited) {
+			return
+		}
+		wait := 2 * time.Second
+		if k.pidfd >= 0 {
+			if err := unix.PidfdSendSignal(k.pidfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+				k.c.s.cfg.Log("jailproc: kill cell child", "pid", k.pid, "err", err)
+			}
+		} else {
+			wait = 200 * time.Millisecond // a child that failed its set-up exits at once
+		}
+		select {
+		case <-k.exited:
+		case <-time.After(wait):
+			k.c.kill()
+			<-k.exited
+		}
+	})
+}
+
 // startCellChild forks one worker from a cell and waits for its ready line.
 // The child's host pid comes from the kernel (SO_PASSCRED on our end of its
-// result socket), never from what the child says; the child is moved into
-// its own cgroup before it is returned, and so before any request reaches it.
+// result socket), never from what the child says; the child joins its own
+// cgroup before it is returned, and so before any request reaches it.
 func (s *Supervisor) startCellChild(ctx context.Context) (_ *Process, err error) {
 	c, err := s.cellFor(ctx)
 	if err != nil {
 		return nil, err
 	}
-	p, parentSock, err := c.fork()
+	group, err := s.cg.newGroup(s.groupLimits())
 	if err != nil {
+		return nil, fmt.Errorf("jailproc: start: %w", err)
+	}
+	k, conn, stdinW, err := c.fork()
+	if err != nil {
+		if group != nil {
+			err = errors.Join(err, group.remove())
+		}
 		return nil, err
 	}
-	defer parentSock.Close()
+	p := &Process{s: s, uid: k.uid, started: time.Now(), exited: k.exited, cc: k}
+	p.w = newWorker(&s.cfg, k, k.uid, conn, stdinW, group)
 	defer func() {
 		if err != nil {
-			p.Kill()
+			if kerr := p.Kill(); kerr != nil {
+				err = errors.Join(err, kerr)
+			}
 		}
 	}()
-	conn, err := net.FileConn(parentSock)
-	if err != nil {
-		return nil, fmt.Errorf("jailproc: start: %w", err)
-	}
-	p.ctrl = conn.(*net.UnixConn)
-	p.ctrlR = bufio.NewReaderSize(p.ctrl, 64<<10)
-	if err := p.readCellReady(ctx); err != nil {
+	if err := k.readReady(ctx, conn, c.diag); err != nil {
 		return nil, err
 	}
-	g, err := s.cg.newChildGroup(s.cfg, p.childPID)
-	if err != nil {
+	p.childPID = k.pid
+	if err := p.w.join(); err != nil {
 		return nil, fmt.Errorf("jailproc: start: %w", err)
 	}
-	p.group = g
 	return p, nil
 }
 
-// fork asks the zygote for a child. It returns the child's Process (not yet
-// ready) and the server's end of the child's result socket.
-func (c *cell) fork() (*Process, *os.File, error) {
+// fork asks the zygote for a child. It returns the child, the server's end
+// of its result socket and the write end of its stdin.
+func (c *cell) fork() (*cellChild, *net.UnixConn, *os.File, error) {
 	uid, err := c.uids.take()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	fail := func(err error) (*Process, *os.File, error) {
+	fail := func(err error, closers ...io.Closer) (*cellChild, *net.UnixConn, *os.File, error) {
+		for _, cl := range closers {
+			cl.Close()
+		}
 		c.uids.put(uid)
-		return nil, nil, fmt.Errorf("jailproc: fork from cell: %w", err)
+		return nil, nil, nil, fmt.Errorf("jailproc: fork from cell: %w", err)
 	}
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fail(err)
 	}
-	if err := syscall.SetsockoptInt(fds[0], syscall.SOL_SOCKET, syscall.SO_PASSCRED, 1); err != nil {
-		syscall.Close(fds[0])
-		syscall.Close(fds[1])
-		return fail(err)
-	}
 	parentSock, childSock := os.NewFile(uintptr(fds[0]), "result"), os.NewFile(uintptr(fds[1]), "result-child")
 	defer childSock.Close()
-	stdinR, stdinW, err := os.Pipe()
-	if err != nil {
-		parentSock.Close()
+	defer parentSock.Close() // the conn holds its own dup
+	if err := syscall.SetsockoptInt(fds[0], syscall.SOL_SOCKET, syscall.SO_PASSCRED, 1); err != nil {
 		return fail(err)
 	}
+	fc, err := net.FileConn(parentSock)
+	if err != nil {
+		return fail(err)
+	}
+	conn := fc.(*net.UnixConn)
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
+		return fail(err, conn)
+	}
 	defer stdinR.Close()
-	id := nextCellID()
-	p := &Process{s: c.s, cell: c, cellID: id, uid: uid, pidfd: -1, stdin: stdinW, diag: c.diag, exited: make(chan struct{}), started: time.Now()}
+	k := &cellChild{c: c, id: nextCellID(), uid: uid, pidfd: -1, exited: make(chan struct{})}
 	c.mu.Lock()
 	if c.gone {
 		c.mu.Unlock()
-		parentSock.Close()
-		stdinW.Close()
-		return fail(errors.New("the cell is gone"))
+		return fail(errors.New("the cell is gone"), conn, stdinW)
 	}
-	c.children[id] = p
+	c.children[k.id] = k
 	c.live++
 	c.forks++
 	c.mu.Unlock()
-	msg := fmt.Sprintf("F %d %d", id, jailUID+uid-c.base-1)
+	msg := fmt.Sprintf("F %d %d", k.id, jailUID+uid-c.base-1)
 	if _, _, err := c.ctrl.WriteMsgUnix([]byte(msg), syscall.UnixRights(int(stdinR.Fd()), int(childSock.Fd())), nil); err != nil {
-		// The zygote is gone or stuck: the cell is replaced, and p is
+		// The zygote is gone or stuck: the cell is replaced, and k is
 		// failed by the cell's end like any other child.
 		go c.kill()
-		return p, parentSock, nil
 	}
-	return p, parentSock, nil
+	return k, conn, stdinW, nil
 }
 
-// readCellReady reads the child's ready line with the kernel's credentials
-// of its sender, checks them and opens a pidfd on the child.
-func (p *Process) readCellReady(ctx context.Context) error {
-	deadline := time.Now().Add(p.s.cfg.StartTimeout)
+// readReady reads the child's ready line with the kernel's credentials of
+// its sender, checks them and opens a pidfd on the child.
+func (k *cellChild) readReady(ctx context.Context, conn *net.UnixConn, diag *tail) error {
+	deadline := time.Now().Add(k.c.s.cfg.StartTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	p.ctrl.SetReadDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { p.ctrl.SetReadDeadline(time.Now()) })
+	conn.SetReadDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
-	n, oobn, _, _, err := p.ctrl.ReadMsgUnix(buf, oob)
+	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
 	stop()
-	p.ctrl.SetReadDeadline(time.Time{})
+	conn.SetReadDeadline(time.Time{})
 	if err == nil && n == 0 {
 		err = errors.New("the child closed its result socket before it was ready")
 	}
@@ -190,24 +244,24 @@ func (p *Process) readCellReady(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("jailproc: start: %w", ctx.Err())
 		}
-		return &StartError{Err: err, Diagnostics: p.diag.String(), Exited: isClosed(p.exited)}
+		return &StartError{Err: err, Diagnostics: diag.String()}
 	}
 	cred, err := parseCred(oob[:oobn])
-	if err == nil && int(cred.Uid) != p.uid {
-		err = fmt.Errorf("the ready line came from uid %d, not the child's %d", cred.Uid, p.uid)
+	if err == nil && int(cred.Uid) != k.uid {
+		err = fmt.Errorf("the ready line came from uid %d, not the child's %d", cred.Uid, k.uid)
 	}
 	if err != nil {
 		return &StartError{Err: err}
 	}
 	if fd, err := unix.PidfdOpen(int(cred.Pid), 0); err == nil {
-		p.pidfd = fd
+		k.pidfd = fd
 	}
 	// The uid is the child's alone: if the pid was reused in between, the
-	// owner check below fails rather than adopting a stranger.
-	if p.pidfd < 0 || procUID(int(cred.Pid)) != p.uid {
+	// owner check fails rather than adopting a stranger.
+	if k.pidfd < 0 || procUID(int(cred.Pid)) != k.uid {
 		return &StartError{Err: fmt.Errorf("the child (pid %d) is gone", cred.Pid)}
 	}
-	p.childPID = int(cred.Pid)
+	k.pid = int(cred.Pid)
 	if err := pyworker.ReadReady(bufio.NewReader(bytes.NewReader(buf[:n]))); err != nil {
 		var se *pyworker.StartError
 		if errors.As(err, &se) {
@@ -249,40 +303,18 @@ func procUID(pid int) int {
 	return -1
 }
 
-// killCellChild ends a cell child: SIGKILL through its pidfd (it is pid 1 of
-// its own pid namespace, so everything it started dies with it), then waits
-// for the zygote's exit report, removes its cgroup and frees its uid. A child
-// whose pid was never learnt, or whose exit is never reported, costs the
-// whole cell: the zygote is not trusted to end it.
+// killCellChild is Process.kill of a cell child: stop it, remove its cgroup,
+// close its pidfd, free its uid.
 func (p *Process) killCellChild() error {
-	if !isClosed(p.exited) {
-		if p.pidfd >= 0 {
-			if err := unix.PidfdSendSignal(p.pidfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-				p.s.cfg.Log("jailproc: kill cell child", "pid", p.childPID, "err", err)
-			}
-		}
-		wait := 2 * time.Second
-		if p.pidfd < 0 {
-			wait = 200 * time.Millisecond // a child that failed its set-up exits at once
-		}
-		select {
-		case <-p.exited:
-		case <-time.After(wait):
-			p.cell.kill()
-			<-p.exited
-		}
+	k := p.cc
+	k.stop()
+	err := p.w.release()
+	if k.pidfd >= 0 {
+		unix.Close(k.pidfd)
 	}
-	if p.ctrl != nil {
-		p.ctrl.Close()
-	}
-	p.stdin.Close()
-	if p.pidfd >= 0 {
-		unix.Close(p.pidfd)
-	}
-	err := p.group.remove()
-	p.cell.release(p)
+	k.c.release(p.uid)
 	if err != nil {
-		return fmt.Errorf("jailproc: remove cgroup of cell child %d: %w", p.childPID, err)
+		return fmt.Errorf("jailproc: remove the cgroup of cell child %d: %w", k.pid, err)
 	}
 	return nil
 }

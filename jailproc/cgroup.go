@@ -48,13 +48,19 @@ type cgroupSetup struct {
 	// (Config.CPUMsPerSec); cpuReason says why not when it was asked for.
 	cpu       bool
 	cpuReason string
+	// cpuacct is the v1 hierarchy that counts CPU time (cpuacct.usage):
+	// mounted on its own or together with cpu ("cpu,cpuacct"); "" when
+	// there is none, and CPU usage is then not measured.
+	cpuacct string
+	// names hands out the worker groups' names.
+	names *groupNamer
 }
 
-// prepareCgroups detects the hierarchy and creates the parent groups nsjail
-// needs. nsjail itself creates and removes one NSJAIL.<pid> group per jail
-// below these parents.
+// prepareCgroups detects the hierarchy and creates the parent groups. The
+// supervisor creates one group per worker below them (newGroup) and removes
+// it after the worker is gone.
 func prepareCgroups(c Config) (cgroupSetup, error) {
-	s := cgroupSetup{root: c.CgroupRoot, parent: c.CgroupParent}
+	s := cgroupSetup{root: c.CgroupRoot, parent: c.CgroupParent, names: newGroupNamer()}
 	if c.Cgroups == CgroupsOff {
 		s.reason = "cgroups disabled by configuration"
 		return s, nil
@@ -123,7 +129,31 @@ func prepareV1(s *cgroupSetup) error {
 	_, err := os.Stat(filepath.Join(s.root, "memory", s.parent, "memory.memsw.limit_in_bytes"))
 	s.memsw = err == nil
 	s.version = CgroupV1
+	s.cpuacct = findCPUAcct(s.root)
+	if s.cpuacct != "" {
+		if err := os.MkdirAll(filepath.Join(s.cpuacct, s.parent), 0o755); err != nil {
+			s.cpuacct = "" // CPU usage unmeasured; limits still hold
+		}
+	}
 	return nil
+}
+
+// findCPUAcct returns where the v1 cpuacct controller is mounted: on its own
+// (/sys/fs/cgroup/cpuacct) or together with cpu (cpu,cpuacct, usually with
+// cpu and cpuacct as links to it), or "".
+func findCPUAcct(root string) string {
+	cpu, _ := filepath.EvalSymlinks(filepath.Join(root, "cpu"))
+	for _, name := range []string{"cpuacct", "cpu,cpuacct", "cpuacct,cpu"} {
+		dir := filepath.Join(root, name)
+		if _, err := os.Stat(filepath.Join(dir, "cpuacct.usage")); err != nil {
+			continue
+		}
+		if real, _ := filepath.EvalSymlinks(dir); real != "" && real == cpu {
+			return filepath.Join(root, "cpu") // one group serves both
+		}
+		return dir
+	}
+	return ""
 }
 
 // cgroupWriteFile writes one cgroup control file. Tests replace it to
@@ -273,43 +303,15 @@ func containsWord(list, word string) bool {
 	return false
 }
 
-// groupDirs returns the folders nsjail creates for the jail whose child has
-// the given host pid.
-func (s cgroupSetup) groupDirs(childPID int) []string {
-	name := "NSJAIL." + strconv.Itoa(childPID)
-	switch s.version {
-	case CgroupV1:
-		dirs := []string{
-			filepath.Join(s.root, "memory", s.parent, name),
-			filepath.Join(s.root, "pids", s.parent, name),
-		}
-		if s.cpu {
-			dirs = append(dirs, filepath.Join(s.root, "cpu", s.parent, name))
-		}
-		return dirs
-	case CgroupV2:
-		return []string{filepath.Join(s.root, s.parent, name)}
-	}
-	return nil
-}
-
-// removeGroups removes what nsjail left behind when it was killed before it
-// could clean up. rmdir on a cgroup succeeds only once it holds no task.
-func (s cgroupSetup) removeGroups(childPID int) error {
-	var errs []error
-	for _, dir := range s.groupDirs(childPID) {
-		if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // parentDirs lists the jails' parent groups in every hierarchy used.
 func (s cgroupSetup) parentDirs() []string {
 	switch s.version {
 	case CgroupV1:
-		return []string{filepath.Join(s.root, "memory", s.parent), filepath.Join(s.root, "pids", s.parent), filepath.Join(s.root, "cpu", s.parent)}
+		dirs := []string{filepath.Join(s.root, "memory", s.parent), filepath.Join(s.root, "pids", s.parent), filepath.Join(s.root, "cpu", s.parent)}
+		if s.cpuacct != "" && s.cpuacct != filepath.Join(s.root, "cpu") {
+			dirs = append(dirs, filepath.Join(s.cpuacct, s.parent))
+		}
+		return dirs
 	case CgroupV2:
 		return []string{filepath.Join(s.root, s.parent)}
 	}
@@ -324,22 +326,23 @@ func (s cgroupSetup) removeParents() {
 	}
 }
 
-// staleAge is how old a jail's cgroup must be before removeStale takes it for
-// a leftover: far older than a spawn's window between nsjail creating the
-// folder and moving its child in, so a jail being set up by another server
-// sharing the parent is never touched.
+// staleAge is how old a worker's cgroup must be before removeStale takes it
+// for a leftover: far older than a spawn's window between creating the
+// folder and moving the worker in, so a worker being set up by another
+// server sharing the parent is never touched.
 const staleAge = time.Minute
 
-// removeStale removes the empty NSJAIL.* folders under the parents: what a
-// previous server left when its nsjails were SIGKILLed (a crash, an OOM kill
-// of the server). rmdir succeeds only on a group without tasks, so a live
-// jail is never affected. It returns how many it removed.
+// removeStale removes the empty worker groups under the parents: what a
+// previous server left when it was SIGKILLed (a crash, an OOM kill of the
+// server) before removing them, and the NSJAIL.* groups of versions that let
+// nsjail create them. rmdir succeeds only on a group without tasks, so a live
+// worker is never affected. It returns how many it removed.
 func (s cgroupSetup) removeStale() int {
 	removed := 0
 	for _, parent := range s.parentDirs() {
 		entries, _ := os.ReadDir(parent)
 		for _, e := range entries {
-			if !e.IsDir() || !(strings.HasPrefix(e.Name(), "NSJAIL.") || strings.HasPrefix(e.Name(), childGroupPrefix)) {
+			if !e.IsDir() || !(strings.HasPrefix(e.Name(), groupPrefix) || strings.HasPrefix(e.Name(), "NSJAIL.")) {
 				continue
 			}
 			info, err := e.Info()

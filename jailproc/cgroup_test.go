@@ -26,6 +26,8 @@ type fakeCgroupFS struct {
 	writes []string
 	// beforeWrite, when set, runs before each write and may fail it.
 	beforeWrite func(rel, data string) error
+	// beforeRemove, when set, runs before each rmdir.
+	beforeRemove func(rel string)
 }
 
 func newFakeCgroupFS(t *testing.T, files map[string]string) *fakeCgroupFS {
@@ -40,9 +42,9 @@ func newFakeCgroupFS(t *testing.T, files map[string]string) *fakeCgroupFS {
 			t.Fatal(err)
 		}
 	}
-	old := cgroupWriteFile
-	cgroupWriteFile = f.write
-	t.Cleanup(func() { cgroupWriteFile = old })
+	old, oldRemove := cgroupWriteFile, cgroupRemoveDir
+	cgroupWriteFile, cgroupRemoveDir = f.write, f.removeDir
+	t.Cleanup(func() { cgroupWriteFile, cgroupRemoveDir = old, oldRemove })
 	return f
 }
 
@@ -146,8 +148,12 @@ func TestCgroupV2NamespaceRootWithProcessesMovesThemIntoALeafFirst(t *testing.T)
 			t.Fatalf("setup reason %q lacks %q", s.reason, want)
 		}
 	}
-	if dirs := s.groupDirs(123); !slices.Equal(dirs, []string{filepath.Join(f.root, "executor", "NSJAIL.123")}) {
-		t.Fatalf("jail groups %v", dirs)
+	g, err := s.newGroup(groupLimits{memory: 1 << 20, procs: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(g.dirs, []string{filepath.Join(f.root, "executor", g.name)}) {
+		t.Fatalf("worker groups %v", g.dirs)
 	}
 }
 
@@ -294,10 +300,14 @@ func TestCgroupV1IsUnchanged(t *testing.T) {
 		}
 	}
 	if len(f.writes) != 0 {
-		t.Fatalf("v1 wrote control files: %v", f.writes)
+		t.Fatalf("v1 set-up wrote control files: %v", f.writes)
 	}
-	if dirs := s.groupDirs(9); !slices.Equal(dirs, []string{filepath.Join(f.root, "memory/executor/NSJAIL.9"), filepath.Join(f.root, "pids/executor/NSJAIL.9")}) {
-		t.Fatalf("%v", dirs)
+	g, err := s.newGroup(groupLimits{memory: 1 << 20, procs: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(g.dirs, []string{filepath.Join(f.root, "memory/executor", g.name), filepath.Join(f.root, "pids/executor", g.name)}) {
+		t.Fatalf("%v", g.dirs)
 	}
 }
 
@@ -309,4 +319,19 @@ func TestReadPIDsSkipsProcessesOutsideThePIDNamespace(t *testing.T) {
 	if got, err := readPIDs(p); err != nil || !slices.Equal(got, []int{12, 345}) {
 		t.Fatalf("%v %v", got, err)
 	}
+}
+
+// removeDir emulates rmdir on a cgroup: it removes the folder with its
+// control files, but answers EBUSY while cgroup.procs lists a process.
+func (f *fakeCgroupFS) removeDir(name string) error {
+	if f.beforeRemove != nil {
+		f.beforeRemove(f.rel(name))
+	}
+	if procs, _ := os.ReadFile(filepath.Join(name, "cgroup.procs")); strings.TrimSpace(string(procs)) != "" {
+		return &fs.PathError{Op: "rmdir", Path: name, Err: syscall.EBUSY}
+	}
+	if _, err := os.Stat(name); err != nil {
+		return err
+	}
+	return os.RemoveAll(name)
 }

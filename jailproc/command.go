@@ -161,42 +161,21 @@ func (s *Supervisor) args(hostUID int) []string {
 }
 
 // CommandLine returns the nsjail arguments of a jail like the workers' (same
-// identity mapping, mounts, limits, cgroups and seccomp policy) that runs argv
+// identity mapping, mounts, limits, cgroup limits and seccomp policy) that runs argv
 // instead of the worker, with extraBinds mounted read-only too. It is for
 // measuring what a jail costs (cmd/bench); PythonBin gives the interpreter.
 func (s *Supervisor) CommandLine(hostUID int, extraBinds []string, argv ...string) []string {
-	return append(append(s.jailArgs(hostUID, extraBinds), "--"), argv...)
+	a := append(s.jailArgs(hostUID, extraBinds), s.nsjailCgroupArgs()...)
+	return append(append(a, "--"), argv...)
 }
 
-// PythonBin is the resolved interpreter that jails mount and run.
-func (s *Supervisor) PythonBin() string { return s.layout.python }
-
-// jailArgs is the nsjail command line up to the program to run.
-func (s *Supervisor) jailArgs(hostUID int, extraBinds []string) []string {
+// nsjailCgroupArgs has nsjail create (and remove) the cgroups of a one-off
+// jail, the way a cold jail of the original service got its limits. Workers
+// do not use it: the supervisor makes their groups itself (newGroup), so that
+// a group outlives the worker and can still be read after it died.
+func (s *Supervisor) nsjailCgroupArgs() []string {
 	c := s.cfg
-	idmap := fmt.Sprintf("%d:%d:1", jailUID, hostUID)
-	a := []string{
-		"--mode", "o", // standalone, run once
-		"--quiet", // warnings and errors only, to our diagnostics pipe
-		"--user", idmap, "--group", idmap,
-		"--hostname", "sandbox",
-		"--cwd", "/tmp",
-		// A backstop only: the supervisor enforces the real deadline. It
-		// counts from jail start, idle time included.
-		"--time_limit", strconv.Itoa(int(c.MaxLifetime.Seconds())),
-		// Workers start at the lowest priority so spawning replacements
-		// does not starve running requests; Run raises it.
-		"--nice_level", strconv.Itoa(spawnNice),
-		"--iface_no_lo", // no interface up: no loopback, no DNS, nothing
-		"--rlimit_as", strconv.FormatInt(ceilMiB(c.AddressSpaceLimit), 10),
-		"--rlimit_cpu", strconv.Itoa(int(s.cpuLimit().Seconds())),
-		"--rlimit_fsize", strconv.FormatInt(ceilMiB(c.TmpSize), 10),
-		"--rlimit_nofile", strconv.Itoa(c.MaxOpenFiles),
-		"--rlimit_nproc", strconv.Itoa(c.MaxProcs),
-		"--rlimit_stack", "8",
-		"--rlimit_core", "0",
-	}
-	a = append(a, s.fsEnvArgs(extraBinds)...)
+	var a []string
 	switch s.cg.version {
 	case CgroupV1:
 		a = append(a,
@@ -229,6 +208,38 @@ func (s *Supervisor) jailArgs(hostUID int, extraBinds []string) []string {
 			a = append(a, "--cgroup_cpu_ms_per_sec", strconv.Itoa(c.CPUMsPerSec))
 		}
 	}
+	return a
+}
+
+// PythonBin is the resolved interpreter that jails mount and run.
+func (s *Supervisor) PythonBin() string { return s.layout.python }
+
+// jailArgs is the nsjail command line up to the program to run.
+func (s *Supervisor) jailArgs(hostUID int, extraBinds []string) []string {
+	c := s.cfg
+	idmap := fmt.Sprintf("%d:%d:1", jailUID, hostUID)
+	a := []string{
+		"--mode", "o", // standalone, run once
+		"--quiet", // warnings and errors only, to our diagnostics pipe
+		"--user", idmap, "--group", idmap,
+		"--hostname", "sandbox",
+		"--cwd", "/tmp",
+		// A backstop only: the supervisor enforces the real deadline. It
+		// counts from jail start, idle time included.
+		"--time_limit", strconv.Itoa(int(c.MaxLifetime.Seconds())),
+		// Workers start at the lowest priority so spawning replacements
+		// does not starve running requests; Run raises it.
+		"--nice_level", strconv.Itoa(spawnNice),
+		"--iface_no_lo", // no interface up: no loopback, no DNS, nothing
+		"--rlimit_as", strconv.FormatInt(ceilMiB(c.AddressSpaceLimit), 10),
+		"--rlimit_cpu", strconv.Itoa(int(s.cpuLimit().Seconds())),
+		"--rlimit_fsize", strconv.FormatInt(ceilMiB(c.TmpSize), 10),
+		"--rlimit_nofile", strconv.Itoa(c.MaxOpenFiles),
+		"--rlimit_nproc", strconv.Itoa(c.MaxProcs),
+		"--rlimit_stack", "8",
+		"--rlimit_core", "0",
+	}
+	a = append(a, s.fsEnvArgs(extraBinds)...)
 	switch c.SeccompPolicy {
 	case "":
 		a = append(a, "--seccomp_string", DefaultSeccompPolicy)

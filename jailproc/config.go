@@ -78,6 +78,12 @@ type Config struct {
 	// Default "executor".
 	CgroupParent string
 
+	// UIDLockDir is the host-wide folder in which supervisors claim their uid
+	// ranges (an flock per 64-uid chunk, held until Close), so that two
+	// servers on one host never map the same host uids. Every server of a
+	// host must use the same folder. Default /run/executor/uids.
+	UIDLockDir string
+
 	// SeccompPolicy is the path of a kafel policy file. Default "" applies
 	// DefaultSeccompPolicy; SeccompNone disables filtering.
 	SeccompPolicy string
@@ -180,6 +186,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CellMaxAge == 0 {
 		c.CellMaxAge = 10 * time.Minute
+	}
+	if c.UIDLockDir == "" {
+		c.UIDLockDir = "/run/executor/uids"
 	}
 	if c.Log == nil {
 		c.Log = func(string, ...any) {}

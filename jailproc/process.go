@@ -1,7 +1,6 @@
 package jailproc
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,10 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/secure-script-executor/executor"
 	"github.com/secure-script-executor/executor/pyworker"
 )
 
@@ -23,7 +22,9 @@ type Supervisor struct {
 	cfg       Config
 	layout    layout
 	cg        cgroupSetup
+	uidRange  UIDRange
 	uids      *uidRange
+	uidClaim  *uidClaim
 	workerDir string // private folder holding workerPyc
 	workerPyc string
 	cells     *cellSetup // cell isolation only
@@ -34,9 +35,11 @@ type Supervisor struct {
 // can exist at once.
 type UIDRange struct{ Base, Size int }
 
-// New validates c, discovers what the jail must mount and prepares the cgroup
-// parents. It does not start a jail.
-func New(c Config, uids UIDRange) (*Supervisor, error) {
+// New validates c, claims the uid range host-wide (an error wrapping
+// ErrUIDRangeTaken when another supervisor holds part of it), discovers what
+// the jail must mount and prepares the cgroup parents. It does not start a
+// jail.
+func New(c Config, uids UIDRange) (_ *Supervisor, err error) {
 	c = c.withDefaults()
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("jailproc: %w", err)
@@ -44,6 +47,15 @@ func New(c Config, uids UIDRange) (*Supervisor, error) {
 	if uids.Base < 1000 || uids.Size < 1 {
 		return nil, fmt.Errorf("jailproc: uid range %d+%d must start at 1000 or above and hold at least one uid", uids.Base, uids.Size)
 	}
+	claim, err := claimUIDs(c.UIDLockDir, uids)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			claim.release()
+		}
+	}()
 	l, err := discoverLayout(c)
 	if err != nil {
 		return nil, fmt.Errorf("jailproc: %w", err)
@@ -68,19 +80,24 @@ func New(c Config, uids UIDRange) (*Supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jailproc: %w", err)
 	}
-	return &Supervisor{cfg: c, layout: l, cg: cg, uids: newUIDRange(uids.Base, uids.Size), workerDir: dir, workerPyc: pyc, cells: cells}, nil
+	return &Supervisor{cfg: c, layout: l, cg: cg, uidRange: uids, uids: newUIDRange(uids.Base, uids.Size), uidClaim: claim, workerDir: dir, workerPyc: pyc, cells: cells}, nil
 }
 
-// Close removes the supervisor's files and its cgroup parents. Call it after
-// every jail is gone. A parent still used by another server sharing it is
-// left alone: rmdir fails on a cgroup that has children.
+// Close removes the supervisor's files and its cgroup parents and releases
+// its uid range. Call it after every jail is gone. A parent still used by
+// another server sharing it is left alone: rmdir fails on a cgroup that has
+// children.
 func (s *Supervisor) Close() error {
 	if s.cells != nil {
-		s.cells.close()
+		s.cells.close() // every cell and every process of it gone
 	}
 	s.cg.removeParents()
+	s.uidClaim.release()
 	return os.RemoveAll(s.workerDir)
 }
+
+// UIDs is the host uid range the supervisor claimed for its jails.
+func (s *Supervisor) UIDs() UIDRange { return s.uidRange }
 
 // Cgroups reports which cgroup hierarchy enforces memory and process limits,
 // and why none does when the answer is CgroupNone.
@@ -93,41 +110,35 @@ func (s *Supervisor) CPUCap() (bool, string) { return s.cg.cpu, s.cg.cpuReason }
 // Config returns the effective configuration, defaults applied.
 func (s *Supervisor) Config() Config { return s.cfg }
 
-// Process is one live jail holding a warm worker. It runs at most one request.
+// Process is one live jail holding a warm worker: the jail backend, one
+// nsjail per worker. It runs at most one request.
 type Process struct {
 	s        *Supervisor
+	w        *worker
 	cmd      *exec.Cmd
 	uid      int
 	childPID int // host pid of the jailed interpreter; 0 if unknown
-	ctrl     *net.UnixConn
-	ctrlR    *bufio.Reader
-	stdin    *os.File
 	diag     *tail
 	started  time.Time
 
 	exited   chan struct{} // closed once nsjail has been reaped
 	exitCode int           // nsjail's exit status, valid after exited
-	cpuTime  time.Duration // CPU time of nsjail and the jail's processes, valid after exited
-	maxRSS   int64         // peak resident memory of nsjail or a jail process in bytes, valid after exited
 
-	// Cell isolation only: the cell the child was forked from, its id there,
-	// a pidfd on it (-1 until its ready line), its own cgroup, and whether
-	// it ended because its cell did.
-	cell     *cell
-	cellID   uint64
-	pidfd    int
-	group    *childGroup
-	cellLost bool
+	// cc is the cell backend's child (cell isolation); nil for a jail.
+	cc *cellChild
 
-	used     atomic.Bool
+	stopOnce sync.Once
 	killOnce sync.Once
 	killErr  error
 }
 
-// Start spawns one jail and waits for its worker's ready line. ctx bounds the
-// spawn and handshake only: the process outlives ctx and is ended by Kill.
-// (puddle hands constructors a context that is cancelled as soon as
-// pre-warming returns; tying the process to it would kill every warm worker.)
+var _ workerProc = (*Process)(nil)
+
+// Start spawns one jail and waits for its worker's ready line, then moves the
+// worker into its own cgroup. ctx bounds the spawn and handshake only: the
+// process outlives ctx and is ended by Kill. (puddle hands constructors a
+// context that is cancelled as soon as pre-warming returns; tying the process
+// to it would kill every warm worker.)
 func (s *Supervisor) Start(ctx context.Context) (_ *Process, err error) {
 	if s.cells != nil {
 		return s.startCellChild(ctx)
@@ -136,21 +147,70 @@ func (s *Supervisor) Start(ctx context.Context) (_ *Process, err error) {
 	if err != nil {
 		return nil, err
 	}
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	group, err := s.cg.newGroup(s.groupLimits())
 	if err != nil {
 		s.uids.put(uid)
+		return nil, fmt.Errorf("jailproc: start: %w", err)
+	}
+	p, err := s.spawn(uid, group)
+	if err != nil {
+		if group != nil {
+			if rerr := group.remove(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("jailproc: remove the cgroup of a jail that did not start: %w", rerr))
+			}
+		}
+		s.uids.put(uid)
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			// A group that cannot be removed is reported with the failure.
+			if kerr := p.Kill(); kerr != nil {
+				err = errors.Join(err, kerr)
+			}
+		}
+	}()
+	if err := p.handshake(ctx); err != nil {
+		return nil, err
+	}
+	p.childPID = childOf(p.cmd.Process.Pid)
+	if err := p.w.join(); err != nil {
+		return nil, fmt.Errorf("jailproc: start: %w", err)
+	}
+	return p, nil
+}
+
+// groupLimits are the limits of every new worker group.
+func (s *Supervisor) groupLimits() groupLimits {
+	lim := groupLimits{memory: s.cfg.MemoryLimit, procs: s.cfg.MaxProcs}
+	if s.cg.cpu {
+		lim.cpuMsPerSec = s.cfg.CPUMsPerSec
+	}
+	return lim
+}
+
+// spawn starts nsjail for a worker of host uid uid, with the control socket
+// as fd 3 and a pipe as stdin.
+func (s *Supervisor) spawn(uid int, group *workerGroup) (*Process, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
 		return nil, fmt.Errorf("jailproc: start: socketpair: %w", err)
 	}
 	parentSock := os.NewFile(uintptr(fds[0]), "ctrl")
 	childSock := os.NewFile(uintptr(fds[1]), "ctrl-child")
 	defer parentSock.Close() // net.FileConn below holds its own dup
-	stdinR, stdinW, err := os.Pipe()
+	defer childSock.Close()
+	conn, err := net.FileConn(parentSock)
 	if err != nil {
-		s.uids.put(uid)
 		return nil, fmt.Errorf("jailproc: start: %w", err)
 	}
-
-	p := &Process{s: s, uid: uid, stdin: stdinW, diag: &tail{n: 4096}, exited: make(chan struct{})}
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("jailproc: start: %w", err)
+	}
+	p := &Process{s: s, uid: uid, diag: &tail{n: 4096}, exited: make(chan struct{})}
+	p.w = newWorker(&s.cfg, p, uid, conn.(*net.UnixConn), stdinW, group)
 	cmd := exec.Command(s.cfg.NsjailPath, s.args(uid)...)
 	cmd.Env = []string{} // not nil: nil would hand nsjail the server's environment
 	cmd.Stdin = stdinR
@@ -169,53 +229,37 @@ func (s *Supervisor) Start(ctx context.Context) (_ *Process, err error) {
 	stdinR.Close()
 	if err != nil {
 		stdinW.Close()
-		s.uids.put(uid)
+		conn.Close()
 		return nil, fmt.Errorf("jailproc: start nsjail: %w", err)
 	}
 	go p.wait()
-	defer func() {
-		if err != nil {
-			p.Kill()
-		}
-	}()
-
-	conn, err := net.FileConn(parentSock)
-	if err != nil {
-		return nil, fmt.Errorf("jailproc: start: %w", err)
-	}
-	p.ctrl = conn.(*net.UnixConn)
-	p.ctrlR = bufio.NewReaderSize(p.ctrl, 64<<10)
-
-	deadline := time.Now().Add(s.cfg.StartTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	p.ctrl.SetReadDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { p.ctrl.SetReadDeadline(time.Now()) })
-	err = pyworker.ReadReady(p.ctrlR)
-	stop()
-	if err != nil {
-		var se *pyworker.StartError
-		if errors.As(err, &se) {
-			return nil, fmt.Errorf("jailproc: worker start-up failed: %w", err)
-		}
-		// Give nsjail a moment to exit so its diagnostics say why.
-		select {
-		case <-p.exited:
-		case <-time.After(200 * time.Millisecond):
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("jailproc: start: %w", ctx.Err())
-		}
-		failed := &StartError{Err: err, Diagnostics: p.diag.String(), Exited: isClosed(p.exited)}
-		if failed.Exited {
-			failed.ExitCode = p.exitCode // written before exited was closed
-		}
-		return nil, failed
-	}
-	p.ctrl.SetReadDeadline(time.Time{})
-	p.childPID = childOf(cmd.Process.Pid)
 	return p, nil
+}
+
+// handshake waits for the worker's versioned ready line, within ctx and
+// Config.StartTimeout.
+func (p *Process) handshake(ctx context.Context) error {
+	err := p.w.awaitReady(ctx)
+	if err == nil {
+		return nil
+	}
+	var se *pyworker.StartError
+	if errors.As(err, &se) {
+		return fmt.Errorf("jailproc: worker start-up failed: %w", err)
+	}
+	// Give nsjail a moment to exit so its diagnostics say why.
+	select {
+	case <-p.exited:
+	case <-time.After(200 * time.Millisecond):
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("jailproc: start: %w", ctx.Err())
+	}
+	failed := &StartError{Err: err, Diagnostics: p.diag.String(), Exited: isClosed(p.exited)}
+	if failed.Exited {
+		failed.ExitCode = p.exitCode // written before exited was closed
+	}
+	return failed
 }
 
 // spawnNice is the priority jails are created at. Spawning a replacement
@@ -263,11 +307,6 @@ func (e *StartError) Unwrap() error { return e.Err }
 func (p *Process) wait() {
 	err := p.cmd.Wait()
 	p.exitCode = p.cmd.ProcessState.ExitCode()
-	// nsjail's rusage covers the jail's processes too: it reaped them.
-	p.cpuTime = p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
-	if ru, ok := p.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		p.maxRSS = ru.Maxrss << 10 // KiB on Linux
-	}
 	if err != nil && p.exitCode < 0 {
 		p.exitCode = 128 + int(syscall.SIGKILL)
 	}
@@ -308,28 +347,55 @@ func (p *Process) UID() int { return p.uid }
 
 // Pid is nsjail's host pid (cell isolation: the child's).
 func (p *Process) Pid() int {
-	if p.cell != nil {
-		return p.childPID
+	if p.cc != nil {
+		return p.cc.pid
 	}
 	return p.cmd.Process.Pid
 }
 
-// Kill ends the jail and waits until it is reaped, its cgroups are gone and
-// its uid is free again. Safe to call more than once and concurrently.
+// Run hands req to the worker and returns how the run ended. The process is
+// spent afterwards whatever happened: the caller must Kill it. A non-nil error
+// means the supervisor failed (the run's outcome is unknown); script failures
+// and limits are Statuses.
+func (p *Process) Run(ctx context.Context, req executor.Request) (executor.Result, error) {
+	return p.w.run(ctx, req)
+}
+
+// Kill ends the jail and waits until it is reaped, its cgroup is gone and
+// its uid is free again. Safe to call more than once and concurrently. An
+// error is a cgroup that could not be removed.
 func (p *Process) Kill() error {
 	p.killOnce.Do(func() { p.killErr = p.kill() })
 	return p.killErr
 }
 
 func (p *Process) kill() error {
-	if p.cell != nil {
+	if p.cc != nil {
 		return p.killCellChild()
 	}
-	if !isClosed(p.exited) {
+	p.stop()
+	err := p.w.release()
+	p.s.uids.put(p.uid)
+	if err != nil {
+		return fmt.Errorf("jailproc: remove the cgroup of the jail of uid %d: %w", p.uid, err)
+	}
+	return nil
+}
+
+// The jail backend's side of workerProc.
+
+func (p *Process) hostPID() int           { return p.childPID }
+func (p *Process) done() <-chan struct{}  { return p.exited }
+func (p *Process) exitStatus() exitStatus { return nsjailExitStatus(p.exitCode) }
+
+// stop ends nsjail and with it every process of the jail.
+func (p *Process) stop() {
+	p.stopOnce.Do(func() {
+		if isClosed(p.exited) {
+			return
+		}
 		// SIGTERM to nsjail, not SIGKILL: nsjail answers it by SIGKILLing
-		// everything in the jail, reaping it and removing the jail's cgroups
-		// (about 4 ms here). A SIGKILLed nsjail would leave the cgroup
-		// folders behind.
+		// everything in the jail and reaping it (about 4 ms here).
 		p.signal(syscall.SIGTERM)
 		select {
 		case <-p.exited:
@@ -339,26 +405,17 @@ func (p *Process) kill() error {
 			p.signal(syscall.SIGKILL)
 			<-p.exited
 		}
+	})
+}
+
+// nsjailExitStatus decodes nsjail's exit status: the jailed process's exit
+// status, or 128+N when it died of signal N (which an exit with status 128+N
+// looks exactly like).
+func nsjailExitStatus(code int) exitStatus {
+	if code > 128 && code < 128+65 {
+		return exitStatus{Signal: syscall.Signal(code - 128), Code: code, Ambiguous: true}
 	}
-	if p.ctrl != nil {
-		p.ctrl.Close()
-	}
-	p.stdin.Close()
-	var err error
-	if p.childPID != 0 {
-		// Normally nsjail removed these already; this is for the SIGKILL path.
-		for i := 0; i < 20; i++ {
-			if err = p.s.cg.removeGroups(p.childPID); err == nil {
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	p.s.uids.put(p.uid)
-	if err != nil {
-		return fmt.Errorf("jailproc: remove cgroups of jail %d: %w", p.childPID, err)
-	}
-	return nil
+	return exitStatus{Code: code}
 }
 
 func (p *Process) signal(sig syscall.Signal) {

@@ -1,12 +1,15 @@
 package jailproc_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,8 +37,25 @@ func TestMain(m *testing.M) {
 		os.Exit(255)
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM)
+		// The "jailed worker": the supervisor moves nsjail's first child
+		// into the worker's cgroup. It shares the process group, so the
+		// SIGKILL of the group ends it too.
+		if err := exec.Command("/bin/sleep", "3600").Start(); err != nil {
+			os.Exit(4)
+		}
 		ctrl := os.NewFile(3, "ctrl")
 		ctrl.Write([]byte("SSE-READY 1\n"))
+		time.Sleep(time.Hour)
+	case "claim-uids":
+		// A second server process: claim the range, say so, hold it until
+		// killed.
+		base, _ := strconv.Atoi(os.Getenv("JAILPROC_CLAIM_BASE"))
+		_, err := jailproc.New(jailproc.Config{NsjailPath: "/bin/false", Cgroups: jailproc.CgroupsOff, UIDLockDir: os.Getenv("JAILPROC_CLAIM_DIR")}, jailproc.UIDRange{Base: base, Size: 4})
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(5)
+		}
+		fmt.Println("claimed")
 		time.Sleep(time.Hour)
 	case "bad-ready":
 		os.NewFile(3, "ctrl").Write([]byte("HELLO\n"))
@@ -126,10 +146,23 @@ func TestKillEscalatesToSIGKILLWhenNsjailIgnoresSIGTERM(t *testing.T) {
 }
 
 func TestARealJailRunsOneRequestAndKillLeavesNoProcessCgroupOrUid(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: testenv.CgroupParent(t, "jailproc-real")}, testenv.UIDBase(t))
+	parent := testenv.CgroupParent(t, "jailproc-real")
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: parent}, testenv.UIDBase(t))
 	p, err := s.Start(context.Background())
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Before it is handed any request, the worker is alone in its own group
+	// in every hierarchy.
+	groups := testenv.CgroupsLeft(t, parent)
+	if v, _ := s.Cgroups(); v != jailproc.CgroupNone && len(groups) == 0 {
+		t.Fatal("a started worker has no cgroup")
+	}
+	for _, g := range groups {
+		b, err := os.ReadFile(filepath.Join(g, "cgroup.procs"))
+		if err != nil || len(strings.Fields(string(b))) != 1 {
+			t.Fatalf("%s holds %q (%v), want the worker alone", g, b, err)
+		}
 	}
 	res, err := p.Run(context.Background(), executor.Request{Mode: executor.ModeSingle, Script: []byte("import os\ndef main():\n    print(os.getuid())\n    return os.getpid()\n")})
 	if err != nil || res.Status != executor.StatusOK {
@@ -145,18 +178,14 @@ func TestARealJailRunsOneRequestAndKillLeavesNoProcessCgroupOrUid(t *testing.T) 
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	for _, ctl := range []string{"memory", "pids"} {
-		entries, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", ctl, "executor-jailproc-real"))
-		for _, e := range entries {
-			if e.IsDir() {
-				t.Errorf("cgroup left: %s/%s", ctl, e.Name())
-			}
-		}
+	if left := testenv.CgroupsLeft(t, parent); len(left) > 0 {
+		t.Errorf("cgroups left: %v", left)
 	}
 }
 
 func TestKillOfANsjailKilledWithSIGKILLStillRemovesItsCgroups(t *testing.T) {
-	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: testenv.CgroupParent(t, "jailproc-sigkill")}, testenv.UIDBase(t))
+	parent := testenv.CgroupParent(t, "jailproc-sigkill")
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: parent}, testenv.UIDBase(t))
 	p, err := s.Start(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -168,13 +197,8 @@ func TestKillOfANsjailKilledWithSIGKILLStillRemovesItsCgroups(t *testing.T) {
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	for _, ctl := range []string{"memory", "pids"} {
-		entries, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", ctl, "executor-jailproc-sigkill"))
-		for _, e := range entries {
-			if e.IsDir() {
-				t.Errorf("cgroup left: %s/%s", ctl, e.Name())
-			}
-		}
+	if left := testenv.CgroupsLeft(t, parent); len(left) > 0 {
+		t.Errorf("cgroups left: %v", left)
 	}
 }
 
@@ -204,8 +228,24 @@ func TestLiveJailsNeverShareAHostUID(t *testing.T) {
 	}
 }
 
-func TestDeathByCPULimitIsATimeoutAndDeathByOOMIsAMemoryLimit(t *testing.T) {
+// inflateRSS allocates and touches n bytes in the test process, which is the
+// server: a vforked nsjail's rusage reports the server's peak RSS as its own,
+// which once turned every SIGKILL into memory_limit.
+func inflateRSS(t *testing.T, n int) {
+	t.Helper()
+	b := make([]byte, n)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	t.Cleanup(func() { runtime.KeepAlive(b) })
+}
+
+func TestSIGKILLIsAMemoryLimitOnlyWhenTheWorkersOwnCgroupCountedAnOOMKillEvenWithALargeServerRSS(t *testing.T) {
+	inflateRSS(t, 300<<20)
 	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), MemoryLimit: 96 << 20, Timeout: 5 * time.Second, CgroupParent: testenv.CgroupParent(t, "jailproc-kill")}, testenv.UIDBase(t))
+	if v, why := s.Cgroups(); v == jailproc.CgroupNone {
+		t.Skipf("no cgroups here: %s", why)
+	}
 	run := func(script string) executor.Result {
 		t.Helper()
 		p, err := s.Start(context.Background())
@@ -222,11 +262,17 @@ func TestDeathByCPULimitIsATimeoutAndDeathByOOMIsAMemoryLimit(t *testing.T) {
 	// The script lowers its own CPU limit: the kernel SIGKILLs it at 1 s of
 	// CPU, long before the 5 s deadline.
 	res := run("import resource\ndef main():\n    resource.setrlimit(resource.RLIMIT_CPU, (1, 1))\n    while True:\n        pass\n")
-	if res.Status != executor.StatusTimeout {
+	if res.Status != executor.StatusTimeout || !strings.Contains(res.Error.Message, "CPU time limit") {
 		t.Fatalf("CPU limit: %s %+v", res.Status, res.Error)
 	}
+	// nsjail reports an exit with status 137 exactly like a SIGKILL; the
+	// group saw neither an OOM kill nor a second of CPU.
+	res = run("import os\ndef main():\n    os._exit(137)\n")
+	if res.Status != executor.StatusRuntimeError || !strings.Contains(res.Error.Message, "exit status 137") {
+		t.Fatalf("os._exit(137): %s %+v", res.Status, res.Error)
+	}
 	res = run("def main():\n    xs = []\n    while True:\n        xs.append(bytearray(1 << 20))\n")
-	if res.Status != executor.StatusMemoryLimit {
+	if res.Status != executor.StatusMemoryLimit || !strings.Contains(res.Error.Message, "96 MiB") {
 		t.Fatalf("OOM: %s %+v", res.Status, res.Error)
 	}
 }
@@ -326,4 +372,202 @@ def main():
 		t.Fatalf("two CPU burners used %.2f s of CPU in 2 s under a cap of 250 ms/s", cpu)
 	}
 	t.Logf("two CPU burners used %.2f s of CPU in 2 s under a cap of 250 ms/s", cpu)
+}
+
+func runOnce(t *testing.T, s *jailproc.Supervisor, req executor.Request) executor.Result {
+	t.Helper()
+	p, err := s.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := p.Kill(); err != nil {
+			t.Error(err)
+		}
+	}()
+	res, err := p.Run(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func TestEveryRunReportsTheCPUAndPeakMemoryOfItsOwnCgroupWhetherItSucceedsOrNot(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), MemoryLimit: 96 << 20}, testenv.UIDBase(t))
+	if v, why := s.Cgroups(); v == jailproc.CgroupNone {
+		t.Skipf("no cgroups here: %s", why)
+	}
+	res := runOnce(t, s, executor.Request{Mode: executor.ModeSingle, Script: []byte(
+		"import time\ndef main():\n    b = bytearray(40 << 20)\n    end = time.process_time() + 0.3\n    while time.process_time() < end:\n        pass\n    return len(b)\n")})
+	u := res.Usage
+	if res.Status != executor.StatusOK || u.Wall < 300*time.Millisecond || u.Wall != res.Duration {
+		t.Fatalf("%s %+v usage %+v", res.Status, res.Error, u)
+	}
+	if !u.MemoryPeakMeasured || u.MemoryPeak < 40<<20 || u.MemoryPeak > 96<<20 {
+		t.Errorf("peak memory %d MiB (measured %v) for a run that touched 40 MiB", u.MemoryPeak>>20, u.MemoryPeakMeasured)
+	}
+	// v1 needs the cpuacct controller for CPU time; this host has it.
+	if !u.CPUMeasured || u.CPU < 250*time.Millisecond {
+		t.Errorf("CPU %s (measured %v) for a run that burnt 0.3 s", u.CPU, u.CPUMeasured)
+	}
+	res = runOnce(t, s, executor.Request{Mode: executor.ModeSingle, Script: []byte("def main():\n    xs = []\n    while True:\n        xs.append(bytearray(1 << 20))\n")})
+	if res.Status != executor.StatusMemoryLimit || !res.Usage.MemoryPeakMeasured || res.Usage.MemoryPeak < 80<<20 {
+		t.Fatalf("a memory hog: %s usage %+v", res.Status, res.Usage)
+	}
+}
+
+func TestWithoutCgroupsARunLeavesCPUAndMemoryUnmeasured(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), Cgroups: jailproc.CgroupsOff}, testenv.UIDBase(t))
+	res := runOnce(t, s, executor.Request{Mode: executor.ModeSingle, Script: []byte("def main():\n    return sum(range(10**6))\n")})
+	if res.Status != executor.StatusOK || res.Usage.CPUMeasured || res.Usage.MemoryPeakMeasured || res.Usage.CPU != 0 || res.Usage.MemoryPeak != 0 || res.Usage.Wall <= 0 {
+		t.Fatalf("%s usage %+v", res.Status, res.Usage)
+	}
+}
+
+func TestARequestsOwnMemoryLimitLowersTheWorkersLimitButNeverRaisesIt(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), MemoryLimit: 128 << 20}, testenv.UIDBase(t))
+	if v, why := s.Cgroups(); v == jailproc.CgroupNone {
+		t.Skipf("no cgroups here: %s", why)
+	}
+	grow := []byte("def main():\n    xs = [bytearray(1 << 20) for _ in range(64)]\n    return len(xs)\n")
+	if res := runOnce(t, s, executor.Request{Mode: executor.ModeSingle, Script: grow}); res.Status != executor.StatusOK {
+		t.Fatalf("64 MiB under the configured 128 MiB: %s %+v", res.Status, res.Error)
+	}
+	res := runOnce(t, s, executor.Request{Mode: executor.ModeSingle, Script: grow, MemoryLimit: 32 << 20})
+	if res.Status != executor.StatusMemoryLimit || !strings.Contains(res.Error.Message, "32 MiB") {
+		t.Fatalf("64 MiB under a request limit of 32 MiB: %s %+v", res.Status, res.Error)
+	}
+	hog := []byte("def main():\n    xs = []\n    while True:\n        xs.append(bytearray(1 << 20))\n")
+	res = runOnce(t, s, executor.Request{Mode: executor.ModeSingle, Script: hog, MemoryLimit: 1 << 30})
+	if res.Status != executor.StatusMemoryLimit || !strings.Contains(res.Error.Message, "128 MiB") {
+		t.Fatalf("a request asking for 1 GiB: %s %+v", res.Status, res.Error)
+	}
+}
+
+func TestTwoSupervisorsInOneProcessCannotClaimTheSameUIDRange(t *testing.T) {
+	dir, base := t.TempDir(), testenv.UIDBase(t)
+	cfg := jailproc.Config{NsjailPath: "/bin/false", Cgroups: jailproc.CgroupsOff, UIDLockDir: dir}
+	a, err := jailproc.New(cfg, jailproc.UIDRange{Base: base, Size: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a.UIDs(); got != (jailproc.UIDRange{Base: base, Size: 100}) {
+		t.Fatalf("UIDs() = %+v", got)
+	}
+	// Overlapping only in its last chunk.
+	_, err = jailproc.New(cfg, jailproc.UIDRange{Base: base + 64, Size: 4})
+	if !errors.Is(err, jailproc.ErrUIDRangeTaken) {
+		a.Close()
+		t.Fatalf("a second supervisor on the same uids: %v", err)
+	}
+	for _, want := range []string{fmt.Sprintf("host uids %d-%d", base+64, base+67), fmt.Sprintf("pid %d uids %d-%d", os.Getpid(), base, base+99), "--uid-base"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	// A disjoint range is fine meanwhile, and the range is free after Close.
+	c, err := jailproc.New(cfg, jailproc.UIDRange{Base: base + 128, Size: 4})
+	if err != nil {
+		t.Fatalf("a disjoint range: %v", err)
+	}
+	c.Close()
+	a.Close()
+	b, err := jailproc.New(cfg, jailproc.UIDRange{Base: base + 64, Size: 4})
+	if err != nil {
+		t.Fatalf("after Close: %v", err)
+	}
+	b.Close()
+}
+
+func TestASecondServerProcessCannotClaimTheUIDRangeUntilTheFirstDies(t *testing.T) {
+	dir, base := t.TempDir(), testenv.UIDBase(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), "JAILPROC_FAKE=claim-uids", "JAILPROC_CLAIM_BASE="+strconv.Itoa(base), "JAILPROC_CLAIM_DIR="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if line != "claimed\n" {
+		t.Fatalf("the other process: %q", line)
+	}
+	cfg := jailproc.Config{NsjailPath: "/bin/false", Cgroups: jailproc.CgroupsOff, UIDLockDir: dir}
+	_, err = jailproc.New(cfg, jailproc.UIDRange{Base: base, Size: 4})
+	if !errors.Is(err, jailproc.ErrUIDRangeTaken) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", cmd.Process.Pid)) {
+		t.Fatalf("while another process holds the range: %v", err)
+	}
+	// A crashed server never leaves its range claimed: the kernel drops
+	// its locks.
+	cmd.Process.Kill()
+	cmd.Wait()
+	s, err := jailproc.New(cfg, jailproc.UIDRange{Base: base, Size: 4})
+	if err != nil {
+		t.Fatalf("after the other process died: %v", err)
+	}
+	s.Close()
+}
+
+func TestABatchResultWithAnotherNumberOfItemsThanTheRequestsRecordsIsAProtocolViolation(t *testing.T) {
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t)}, testenv.UIDBase(t))
+	forger := []byte("import os\ndef main(r):\n    body = b'{\"ok\":true,\"results\":[{\"result\":\"forged\",\"stdout\":\"\"}]}'\n    os.write(3, b'SSE-RES %d\\n' % len(body) + body)\n    return r\n")
+	res := runOnce(t, s, executor.Request{Mode: executor.ModeBatch, Script: forger, Input: []byte("[1,2,3]"), Records: 3})
+	if res.Status != executor.StatusRuntimeError || !strings.Contains(res.Error.Message, "result channel") {
+		t.Fatalf("a forged 1-item answer to 3 records: %s %+v", res.Status, res.Error)
+	}
+	honest := []byte("def main(r):\n    return r * 2\n")
+	res = runOnce(t, s, executor.Request{Mode: executor.ModeBatch, Script: honest, Input: []byte("[1,2,3]"), Records: 3})
+	if res.Status != executor.StatusOK || len(res.Batch) != 3 || string(res.Batch[2].Result) != "6" {
+		t.Fatalf("an honest batch: %s %+v %+v", res.Status, res.Error, res.Batch)
+	}
+}
+
+func TestKillReportsAWorkerCgroupThatCannotBeRemoved(t *testing.T) {
+	parent := testenv.CgroupParent(t, "jailproc-busy")
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t), CgroupParent: parent}, testenv.UIDBase(t))
+	if v, why := s.Cgroups(); v == jailproc.CgroupNone {
+		t.Skipf("no cgroups here: %s", why)
+	}
+	p, err := s.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := testenv.CgroupsLeft(t, parent)
+	if len(groups) == 0 {
+		t.Fatal("the worker has no cgroup")
+	}
+	// A process outside the jail in the worker's group keeps it busy.
+	squatter := exec.Command("/bin/sleep", "3600")
+	if err := squatter.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		squatter.Process.Kill()
+		squatter.Wait()
+		for _, g := range testenv.CgroupsLeft(t, parent) {
+			for range 100 {
+				if os.Remove(g) == nil {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}()
+	if err := os.WriteFile(filepath.Join(groups[0], "cgroup.procs"), []byte(strconv.Itoa(squatter.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = p.Kill()
+	if err == nil || !strings.Contains(err.Error(), "remove the cgroup") {
+		t.Fatalf("Kill = %v, want the cgroup that could not be removed", err)
+	}
+	if again := p.Kill(); again == nil || again.Error() != err.Error() {
+		t.Fatalf("a second Kill = %v, want the same error", again)
+	}
 }

@@ -29,199 +29,292 @@ const outputGrace = 50 * time.Millisecond
 // 64 KiB a Linux pipe buffers, so the write never waits for the worker.
 const smallRequest = 48 << 10
 
-// Run hands req to the worker and returns how the run ended. The process is
-// spent afterwards whatever happened: the caller must Kill it. A non-nil error
-// means the supervisor failed (the run's outcome is unknown); script failures
-// and limits are Statuses.
-func (p *Process) Run(ctx context.Context, req executor.Request) (executor.Result, error) {
-	if !p.used.CompareAndSwap(false, true) {
+// run is the run protocol, shared by every backend: write the request, hand
+// the output pipes, capture output, read the result, classify, measure.
+func (w *worker) run(ctx context.Context, req executor.Request) (executor.Result, error) {
+	if !w.used.CompareAndSwap(false, true) {
 		return executor.Result{}, ErrUsed
 	}
 	timeout := req.Timeout
-	if timeout <= 0 || timeout > p.s.cfg.Timeout {
-		timeout = p.s.cfg.Timeout
+	if timeout <= 0 || timeout > w.cfg.Timeout {
+		timeout = w.cfg.Timeout
 	}
-	// The worker was spawned at nice 19 so that spawns yield to running
-	// requests; now it is a running request. Its uid is unique to this jail,
-	// so PRIO_USER reaches exactly its processes.
-	if err := syscall.Setpriority(syscall.PRIO_USER, p.uid, 0); err != nil {
-		p.s.cfg.Log("jailproc: raise worker priority", "uid", p.uid, "err", err)
+	w.raisePriority()
+	if err := w.limitMemory(req.MemoryLimit); err != nil {
+		return executor.Result{}, err
 	}
+	start := time.Now()
+	stdout, stderr, err := w.send(req, start.Add(timeout))
+	if err != nil {
+		return executor.Result{}, err
+	}
+	res, err := w.collect(ctx, req, stdout, stderr, timeout)
+	if err != nil {
+		return executor.Result{}, err
+	}
+	res.Duration = time.Since(start)
+	w.drain(&res, stdout, stderr)
+	res.Usage = w.usage(res.Duration)
+	return res, nil
+}
 
+// measureUsage is off only in the benchmark that measures what reading the
+// usage costs.
+var measureUsage = true
+
+// usage is what the run consumed, from its own cgroup, whatever the outcome.
+// Without a group CPU and memory stay unmeasured: nsjail's rusage would mix
+// in nsjail's own CPU and, when vforked, the server's peak RSS.
+func (w *worker) usage(wall time.Duration) executor.Usage {
+	u := executor.Usage{Wall: wall}
+	if w.group == nil || !measureUsage {
+		return u
+	}
+	g := w.group.usage()
+	u.CPU, u.CPUMeasured = g.cpu, g.cpuOK
+	u.MemoryPeak, u.MemoryPeakMeasured = g.memPeak, g.memPeakOK
+	return u
+}
+
+// raisePriority raises the worker from spawnNice to 0. It was spawned at
+// nice 19 so that spawns yield to running requests; now it is a running
+// request. Its uid is unique to this worker, so PRIO_USER reaches exactly
+// its processes.
+func (w *worker) raisePriority() {
+	if err := syscall.Setpriority(syscall.PRIO_USER, w.uid, 0); err != nil {
+		w.cfg.Log("jailproc: raise worker priority", "uid", w.uid, "err", err)
+	}
+}
+
+// limitMemory lowers the worker's memory limit to the request's own, right
+// before the request is written; 0 or a limit at or above the configured one
+// changes nothing (a request can lower its limit, never raise it). Without
+// cgroups there is no memory limit to lower: only RLIMIT_AS applies.
+func (w *worker) limitMemory(limit int64) error {
+	if w.group == nil || limit <= 0 {
+		return nil
+	}
+	if err := w.group.setMemoryLimit(limit); err != nil {
+		return fmt.Errorf("jailproc: run: lower the memory limit to %d bytes: %w", limit, err)
+	}
+	return nil
+}
+
+// send writes the request to the worker's stdin and hands it the write ends
+// of its output pipes, whose read ends it returns as captures.
+func (w *worker) send(req executor.Request, deadline time.Time) (stdout, stderr *capture, err error) {
 	var frame bytes.Buffer
 	frame.Grow(len(req.Script) + len(req.Input) + 64)
 	if err := pyworker.WriteRequest(&frame, pyworker.Request{
 		Batch:          req.Mode == executor.ModeBatch,
 		Script:         req.Script,
 		Input:          req.Input,
-		MaxResultBytes: p.s.cfg.MaxResult,
+		MaxResultBytes: w.cfg.MaxResult,
 	}); err != nil {
-		return executor.Result{}, fmt.Errorf("jailproc: run: %w", err)
+		return nil, nil, fmt.Errorf("jailproc: run: %w", err)
 	}
-	start := time.Now()
-	deadline := start.Add(timeout)
-	p.ctrl.SetReadDeadline(deadline)
-	p.stdin.SetWriteDeadline(deadline)
+	w.ctrl.SetReadDeadline(deadline)
+	w.stdin.SetWriteDeadline(deadline)
 	// A request that fits in the pipe buffer is written before the worker
 	// is woken by its output pipes, in one write, so that it finds the whole
 	// request at once. A larger one is written concurrently, as the worker
 	// reads it.
 	if frame.Len() <= smallRequest {
-		_, err := p.stdin.Write(frame.Bytes())
-		p.stdin.Close() // the script sees EOF on stdin
+		_, err := w.stdin.Write(frame.Bytes())
+		w.stdin.Close() // the script sees EOF on stdin
 		if err != nil {
-			return executor.Result{}, fmt.Errorf("jailproc: run: write request: %w", err)
+			return nil, nil, fmt.Errorf("jailproc: run: write request: %w", err)
 		}
 	} else {
 		go func() {
-			p.stdin.Write(frame.Bytes())
-			p.stdin.Close()
+			w.stdin.Write(frame.Bytes())
+			w.stdin.Close()
 		}()
 	}
+	return w.handOutput()
+}
 
+// handOutput makes the run's stdout and stderr pipes and passes their write
+// ends to the worker over the control socket.
+func (w *worker) handOutput() (stdout, stderr *capture, err error) {
 	outR, outW, err := outputPipe()
 	if err != nil {
-		return executor.Result{}, fmt.Errorf("jailproc: run: %w", err)
+		return nil, nil, fmt.Errorf("jailproc: run: %w", err)
 	}
 	errR, errW, err := outputPipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return executor.Result{}, fmt.Errorf("jailproc: run: %w", err)
+		return nil, nil, fmt.Errorf("jailproc: run: %w", err)
 	}
-	err = pyworker.SendOutputFDs(p.ctrl, outW, errW)
+	err = pyworker.SendOutputFDs(w.ctrl, outW, errW)
 	// Our copies of the write ends must go, or EOF would never come.
 	outW.Close()
 	errW.Close()
 	if err != nil {
 		outR.Close()
 		errR.Close()
-		return executor.Result{}, fmt.Errorf("jailproc: run: hand output pipes to the worker: %w", err)
+		return nil, nil, fmt.Errorf("jailproc: run: hand output pipes to the worker: %w", err)
 	}
-	stdout := newCapture(outR, p.s.cfg.MaxStdout)
-	stderr := newCapture(errR, p.s.cfg.MaxStderr)
+	return newCapture(outR, w.cfg.MaxStdout), newCapture(errR, w.cfg.MaxStderr), nil
+}
 
-	type reply struct {
-		res pyworker.Result
-		err error
-	}
+type reply struct {
+	res pyworker.Result
+	err error
+}
+
+// readResult reads the result frame in the background and checks that it
+// can be the answer to req.
+func (w *worker) readResult(req executor.Request) <-chan reply {
 	replies := make(chan reply, 1)
 	go func() {
-		r, err := pyworker.ReadResult(p.ctrlR, p.s.cfg.MaxResult)
+		r, err := pyworker.ReadResult(w.ctrlR, w.cfg.MaxResult)
 		if err == nil {
-			// A script can forge a well-formed frame of the other mode.
+			// A script can forge a well-formed frame of the other mode,
+			// or a batch answer of another size.
 			err = r.CheckMode(req.Mode == executor.ModeBatch)
+		}
+		if err == nil && req.Mode == executor.ModeBatch {
+			err = r.CheckRecords(req.Records)
 		}
 		replies <- reply{r, err}
 	}()
+	return replies
+}
 
-	var res executor.Result
+// collect waits for whichever comes first: the result, an output overflow or
+// the caller giving up (ctx, a supervisor error).
+func (w *worker) collect(ctx context.Context, req executor.Request, stdout, stderr *capture, timeout time.Duration) (executor.Result, error) {
 	select {
-	case r := <-replies:
-		res = p.classify(r.res, r.err, timeout)
+	case r := <-w.readResult(req):
+		return w.classify(r.res, r.err, timeout), nil
 	case <-stdout.overflow:
-		res = p.limit(executor.StatusOutputLimit, fmt.Sprintf("the script printed more than %d bytes to stdout", p.s.cfg.MaxStdout))
+		return w.limit(executor.StatusOutputLimit, fmt.Sprintf("the script printed more than %d bytes to stdout", w.cfg.MaxStdout)), nil
 	case <-stderr.overflow:
-		res = p.limit(executor.StatusOutputLimit, fmt.Sprintf("the script wrote more than %d bytes to stderr", p.s.cfg.MaxStderr))
+		return w.limit(executor.StatusOutputLimit, fmt.Sprintf("the script wrote more than %d bytes to stderr", w.cfg.MaxStderr)), nil
 	case <-ctx.Done():
-		p.Kill()
+		w.proc.stop()
 		stdout.wait(time.Second)
 		stderr.wait(time.Second)
 		return executor.Result{}, fmt.Errorf("jailproc: run: %w", ctx.Err())
 	}
-	res.Duration = time.Since(start)
+}
 
+// drain waits for EOF on the output pipes and puts the output into res. An
+// overflow noticed only while draining still breaks the limit.
+func (w *worker) drain(res *executor.Result, stdout, stderr *capture) {
 	grace := outputGrace
 	if res.Status != executor.StatusOK {
-		grace = time.Second // killed: nsjail's exit closes the pipes
+		grace = time.Second // killed: the worker's end closes the pipes
 	}
 	stdout.wait(grace)
 	stderr.wait(grace)
-	res.Stdout, res.Stderr = stdout.bytes(), stderr.bytes()
-	// An overflow noticed only while draining still breaks the limit.
 	if res.Status == executor.StatusOK {
 		if isClosed(stdout.overflow) {
-			res = p.limit(executor.StatusOutputLimit, fmt.Sprintf("the script printed more than %d bytes to stdout", p.s.cfg.MaxStdout))
+			*res = w.limit(executor.StatusOutputLimit, fmt.Sprintf("the script printed more than %d bytes to stdout", w.cfg.MaxStdout))
 		} else if isClosed(stderr.overflow) {
-			res = p.limit(executor.StatusOutputLimit, fmt.Sprintf("the script wrote more than %d bytes to stderr", p.s.cfg.MaxStderr))
+			*res = w.limit(executor.StatusOutputLimit, fmt.Sprintf("the script wrote more than %d bytes to stderr", w.cfg.MaxStderr))
 		}
-		res.Stdout, res.Stderr = stdout.bytes(), stderr.bytes()
 	}
-	return res, nil
+	res.Stdout, res.Stderr = stdout.bytes(), stderr.bytes()
 }
 
-// limit kills the jail for breaking a limit and reports it.
-func (p *Process) limit(st executor.Status, msg string) executor.Result {
-	p.Kill()
+// limit stops the worker for breaking a limit and reports it.
+func (w *worker) limit(st executor.Status, msg string) executor.Result {
+	w.proc.stop()
+	return failed(st, msg)
+}
+
+func failed(st executor.Status, msg string) executor.Result {
 	return executor.Result{Status: st, Error: &executor.ScriptError{Type: st, Message: msg}}
 }
 
 // classify turns what the result reader got into a Result.
-func (p *Process) classify(fr pyworker.Result, err error, timeout time.Duration) executor.Result {
+func (w *worker) classify(fr pyworker.Result, err error, timeout time.Duration) executor.Result {
 	switch {
 	case err == nil:
 		return fromFrame(fr)
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return p.limit(executor.StatusTimeout, fmt.Sprintf("the script ran longer than its %d ms limit", timeout.Milliseconds()))
+		return w.limit(executor.StatusTimeout, fmt.Sprintf("the script ran longer than its %d ms limit", timeout.Milliseconds()))
 	case errors.Is(err, pyworker.ErrResultTooLarge):
-		return p.limit(executor.StatusOutputLimit, fmt.Sprintf("the result is larger than %d bytes", p.s.cfg.MaxResult))
+		return w.limit(executor.StatusOutputLimit, fmt.Sprintf("the result is larger than %d bytes", w.cfg.MaxResult))
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		return p.died()
+		return w.died()
 	default:
 		// The frame was malformed. The worker is untrusted once user code
 		// ran; a script writing to the control socket can only spoil its
 		// own run.
-		p.s.cfg.Log("jailproc: protocol violation", "uid", p.uid, "err", err)
-		return p.limit(executor.StatusRuntimeError, "the script interfered with the worker's result channel; do not write to file descriptor 3")
+		w.cfg.Log("jailproc: protocol violation", "uid", w.uid, "err", err)
+		return w.limit(executor.StatusRuntimeError, "the script interfered with the worker's result channel; do not write to file descriptor 3")
 	}
 }
 
-// died classifies a jail that ended without sending a result.
-func (p *Process) died() executor.Result {
+// died classifies a worker that ended without sending a result.
+func (w *worker) died() executor.Result {
 	select {
-	case <-p.exited:
+	case <-w.proc.done():
 	case <-time.After(2 * time.Second):
-		return p.limit(executor.StatusRuntimeError, "the script closed the worker's result channel without a result")
+		return w.limit(executor.StatusRuntimeError, "the script closed the worker's result channel without a result")
 	}
-	code := p.exitCode
-	// Before Kill removes the cgroup holding the OOM counter.
-	oom := p.oomKilled()
-	p.Kill() // reap bookkeeping: cgroups, uid
-	fail := func(st executor.Status, msg string) executor.Result {
-		return executor.Result{Status: st, Error: &executor.ScriptError{Type: st, Message: msg}}
+	st := w.proc.exitStatus()
+	if st.CellLost {
+		return failed(executor.StatusRuntimeError, "the sandbox cell running the script failed before the script finished; the run did not complete, retry it")
 	}
-	if p.cellLost {
-		return fail(executor.StatusRuntimeError, "the sandbox cell running the script failed before the script finished; the run did not complete, retry it")
-	}
-	// nsjail exits with 128+N when the jailed process died of signal N.
-	switch sig := syscall.Signal(code - 128); {
-	case code > 128 && sig == syscall.SIGKILL && oom:
-		// Only the kernel sends SIGKILL into the jail before we do: the
-		// cgroup OOM killer...
-		return fail(executor.StatusMemoryLimit, fmt.Sprintf("the script used more than its %d MiB memory limit and was killed", p.s.cfg.MemoryLimit/mib))
-	case code > 128 && (sig == syscall.SIGKILL || sig == syscall.SIGXCPU):
-		// ...or RLIMIT_CPU: its soft and hard limits are equal and the worker
-		// is pid 1 of its namespace, which ignores SIGXCPU, so the kernel's
-		// SIGKILL at the hard limit ends it (also when the script lowered
-		// its own limit).
-		return fail(executor.StatusTimeout, fmt.Sprintf("the script used up its CPU time limit (%s of CPU in the jail)", p.cpuTime.Round(time.Millisecond)))
-	case code > 128 && sig == syscall.SIGSYS:
-		return fail(executor.StatusRuntimeError, "the script made a system call that the sandbox forbids")
-	case code > 128:
-		return fail(executor.StatusRuntimeError, fmt.Sprintf("the script's process was killed by signal %s", sig))
+	switch st.Signal {
+	case 0:
+		return failed(executor.StatusRuntimeError, fmt.Sprintf("the script's process exited with status %d before main returned", st.Code))
+	case syscall.SIGKILL:
+		return w.killed(st)
+	case syscall.SIGXCPU:
+		return w.cpuLimit()
+	case syscall.SIGSYS:
+		return failed(executor.StatusRuntimeError, "the script made a system call that the sandbox forbids")
 	default:
-		return fail(executor.StatusRuntimeError, fmt.Sprintf("the script's process exited with status %d before main returned", code))
+		return failed(executor.StatusRuntimeError, fmt.Sprintf("the script's process ended with %s before main returned", st))
 	}
 }
 
-// oomKilled tells a memory kill from a CPU-limit kill: a cell child's own
-// cgroup counts OOM kills; for a jail, whose cgroup nsjail owns, a peak RSS
-// near the limit points to it.
-func (p *Process) oomKilled() bool {
-	if p.cell != nil && p.group != nil {
-		return p.group.oomKilled()
+// minCPULimitKill is the least CPU time a process has used when RLIMIT_CPU
+// kills it: the kernel turns a limit of 0 into 1 s. Somewhat less, for the
+// clock-tick granularity of the time used before the worker joined its group.
+const minCPULimitKill = 900 * time.Millisecond
+
+// killed classifies a main process that died of SIGKILL. Nothing inside the
+// sandbox can send it one (it is pid 1 of its pid namespace, which ignores
+// signals from its own namespace), so before we do it comes from the kernel:
+// the OOM killer of the worker's own group, which counts its kills, or
+// RLIMIT_CPU, whose soft and hard limits are equal (pid 1 ignores SIGXCPU,
+// so the kernel's SIGKILL at the hard limit ends it, also when the script
+// lowered its own limit). Never the process's peak RSS: nsjail's rusage
+// includes the server's own when nsjail was vforked.
+func (w *worker) killed(st exitStatus) executor.Result {
+	if w.group == nil {
+		return w.cpuLimit()
 	}
-	return p.maxRSS >= p.s.cfg.MemoryLimit*3/4
+	oom, err := w.group.oomKilled()
+	if err != nil {
+		w.cfg.Log("jailproc: read the worker's OOM counter", "uid", w.uid, "err", err)
+	}
+	if oom {
+		return failed(executor.StatusMemoryLimit, fmt.Sprintf("the script used more than its %d MiB memory limit and was killed", w.group.memLimit/mib))
+	}
+	if u := w.group.usage(); st.Ambiguous && u.cpuOK && w.joinCPU+u.cpu < minCPULimitKill {
+		// Too little CPU for RLIMIT_CPU: an exit with status 137, which
+		// nsjail reports exactly like a SIGKILL.
+		return failed(executor.StatusRuntimeError, fmt.Sprintf("the script's process ended with %s before main returned", st))
+	}
+	return w.cpuLimit()
+}
+
+func (w *worker) cpuLimit() executor.Result {
+	msg := "the script used up its CPU time limit"
+	if w.group != nil {
+		if u := w.group.usage(); u.cpuOK {
+			msg += fmt.Sprintf(" (%s of CPU in the sandbox)", (w.joinCPU + u.cpu).Round(time.Millisecond))
+		}
+	}
+	return failed(executor.StatusTimeout, msg)
 }
 
 func fromFrame(fr pyworker.Result) executor.Result {

@@ -83,6 +83,8 @@ func FuzzDecodeResult(f *testing.F) {
 		`{"ok":false,"error":{"type":"syntax_error","message":"SyntaxError: x","line":1}}`,
 		`{"ok":false,"error":{"type":"timeout","message":"x"}}`,
 		`{"ok":true,"result":"\ud800"}`,
+		// What a script forged on fd 3 during a 3-record batch (issue 10).
+		`{"ok":true,"results":[{"result":"forged","stdout":""}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -95,6 +97,17 @@ func FuzzDecodeResult(f *testing.F) {
 			return
 		}
 		checkAccepted(t, res)
+		// Only the request's own number of records is a batch answer.
+		if res.OK && res.Batch != nil {
+			if err := res.CheckRecords(len(res.Batch)); err != nil {
+				t.Fatalf("a batch of %d items refused for %d records: %v", len(res.Batch), len(res.Batch), err)
+			}
+			if err := res.CheckRecords(len(res.Batch) + 1); !errors.Is(err, pyworker.ErrProtocol) {
+				t.Fatalf("a batch of %d items accepted for %d records: %v", len(res.Batch), len(res.Batch)+1, err)
+			}
+		} else if err := res.CheckRecords(3); err != nil {
+			t.Fatalf("a result that is not a successful batch refused: %v", err)
+		}
 	})
 }
 

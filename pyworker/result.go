@@ -67,6 +67,17 @@ func (r Result) CheckMode(batch bool) error {
 	return nil
 }
 
+// CheckRecords reports, as an error wrapping ErrProtocol, a successful batch
+// result whose number of items is not the request's number of records: a
+// script can forge a well-formed batch frame, but not the answer to a batch
+// of another size. Results that are not successful batches pass.
+func (r Result) CheckRecords(records int) error {
+	if r.OK && r.Batch != nil && len(r.Batch) != records {
+		return fmt.Errorf("%w: %d batch results for %d records", ErrProtocol, len(r.Batch), records)
+	}
+	return nil
+}
+
 // errorTypes is the closed set of error types of docs/PROTOCOL.md section 5;
 // the value says whether the type may appear on a batch item.
 var errorTypes = map[string]bool{

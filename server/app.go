@@ -77,6 +77,8 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	uids := sup.UIDs()
+	log.Info("host uid range claimed for jails", "uids", fmt.Sprintf("%d-%d", uids.Base, uids.Base+uids.Size-1), "lock_dir", sup.Config().UIDLockDir)
 	if v, why := sup.Cgroups(); v == jailproc.CgroupNone {
 		log.Warn("NO CGROUP LIMITS: jails are limited by rlimits only (memory by RLIMIT_AS, processes by RLIMIT_NPROC); set --cgroups=required to refuse this",
 			"reason", why)
@@ -118,6 +120,7 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 		Observer:       a.metrics,
 	})
 	if err != nil {
+		sup.Close() // releases the uid range
 		return nil, err
 	}
 

@@ -111,6 +111,19 @@ func (h *hostile) testProtocol(t *testing.T) {
 			}},
 	})
 
+	// A well-formed batch frame of another size cannot be the answer to
+	// this batch: a protocol violation, never a 500 (issue 10 item 3).
+	t.Run("forged_batch_frame_of_another_size_on_fd3", func(t *testing.T) {
+		script := "import os\ndef main(r):\n    body = b'{\"ok\":true,\"results\":[{\"result\":\"forged\",\"stdout\":\"\"}]}'\n    os.write(3, b'SSE-RES %d\\n' % len(body) + body)\n    return r\n"
+		b, _ := json.Marshal(script)
+		r := h.post(t, "/execute/batch", "application/json", `{"script":`+string(b)+`,"inputs":[1,2,3]}`)
+		h.expect(t, r, 422, "runtime_error")
+		if !strings.Contains(errMessage(r), "result channel") {
+			t.Errorf("error message %q", errMessage(r))
+		}
+		h.hello(t)
+	})
+
 	// Forgers and honest scripts at once: every honest request gets its own
 	// result, no forger's frame reaches another request.
 	t.Run("forgers_never_reach_other_requests", func(t *testing.T) {

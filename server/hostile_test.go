@@ -118,6 +118,7 @@ func testHostile(t *testing.T) {
 	start := time.Now()
 
 	t.Run("limits", h.testLimits)
+	t.Run("cgroup", h.testCgroup)
 	t.Run("files", h.testFiles)
 	t.Run("env", h.testEnv)
 	t.Run("net", h.testNet)
@@ -140,13 +141,8 @@ func testHostile(t *testing.T) {
 	if left := jailProcesses(t, hostileUIDBase, hostileMaxWorkers); len(left) > 0 {
 		t.Errorf("jail processes left after the suite: %v", left)
 	}
-	for _, ctl := range []string{"memory", "pids"} {
-		entries, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", ctl, hostileCgroup))
-		for _, e := range entries {
-			if e.IsDir() && (strings.HasPrefix(e.Name(), "NSJAIL.") || strings.HasPrefix(e.Name(), "CELL.")) {
-				t.Errorf("cgroup left behind: %s/%s/%s", ctl, hostileCgroup, e.Name())
-			}
-		}
+	if left := testenv.CgroupsLeft(t, hostileCgroup); len(left) > 0 {
+		t.Errorf("cgroups left behind: %v", left)
 	}
 	if entries, _ := os.ReadDir(tmpDir); len(entries) > 0 {
 		var names []string

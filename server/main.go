@@ -10,11 +10,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+
+	"github.com/secure-script-executor/executor/jailproc"
 )
 
 // Main runs the server until ctx is done, then shuts it down in order and
 // returns the process exit code: 0 after a clean shutdown, 2 for bad
-// configuration, 1 when the server could not start. started, when not nil,
+// configuration (including a --uid-base range another server on this host
+// holds), 1 when the server could not start. started, when not nil,
 // receives the running app once it listens (for tests).
 func Main(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, started chan<- *App) int {
 	cfg, err := parseConfig(args, getenv, stderr)
@@ -27,6 +30,11 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stderr
 	}
 	log := newLogger(cfg, stderr)
 	app, err := NewApp(cfg, log)
+	if errors.Is(err, jailproc.ErrUIDRangeTaken) {
+		// Configuration: another server on this host has these uids.
+		log.Error("cannot start", "err", err)
+		return 2
+	}
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1

@@ -68,6 +68,10 @@ func startServerUnmanaged(t *testing.T, env map[string]string, args ...string) *
 	if !slices.Contains(args, "--cgroup-parent") {
 		base = append(base, "--cgroup-parent", testenv.CgroupParent(t, "server"))
 	}
+	// make test runs the server's tests once more with cell isolation.
+	if m := os.Getenv("EXECUTOR_TEST_ISOLATION"); m != "" && !slices.Contains(args, "--isolation") {
+		base = append(base, "--isolation", m)
+	}
 	getenv := func(k string) string { return env[k] }
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{t: t, cancel: cancel, code: make(chan int, 1), logs: &syncBuffer{}}

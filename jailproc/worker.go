@@ -1,0 +1,161 @@
+package jailproc
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/secure-script-executor/executor/pyworker"
+)
+
+// workerProc is what the run protocol needs from whatever holds a worker's
+// process: an nsjail per worker (Process, the jail backend) or a cell's
+// zygote that forked it. Everything else of a run (writing the request,
+// handing the output pipes, capturing output, reading and classifying the
+// result, the worker's cgroup) is shared, in worker.
+type workerProc interface {
+	// hostPID is the worker's main process (the Python interpreter that
+	// runs the script) in the server's pid namespace, 0 if unknown. It is
+	// what joins the worker's cgroup.
+	hostPID() int
+	// stop kills every process of the worker and returns once the main
+	// process has ended and exitStatus is known (done is closed). It
+	// neither removes the cgroup nor frees the uid: the group must still
+	// be readable afterwards. Idempotent and safe to call concurrently.
+	stop()
+	// done is closed once the main process has ended (for whatever reason,
+	// stop or not) and exitStatus is valid.
+	done() <-chan struct{}
+	// exitStatus says how the main process ended. Valid once done is closed.
+	exitStatus() exitStatus
+}
+
+// exitStatus is how a worker's main process ended.
+type exitStatus struct {
+	// Signal is the signal that killed it, 0 when it exited.
+	Signal syscall.Signal
+	// Code is its exit status when Signal is 0.
+	Code int
+	// Ambiguous is set when an exit with status 128+N cannot be told from
+	// death by signal N. nsjail reports both as exit status 128+N; the
+	// jail backend then reports Signal N with Ambiguous set.
+	Ambiguous bool
+	// CellLost is set when the worker's cell (its zygote) died under it: it
+	// was killed with the cell, whatever its script did.
+	CellLost bool
+}
+
+func (e exitStatus) String() string {
+	switch {
+	case e.Signal != 0 && e.Ambiguous:
+		return fmt.Sprintf("exit status %d (or signal %s)", 128+int(e.Signal), e.Signal)
+	case e.Signal != 0:
+		return "signal " + e.Signal.String()
+	default:
+		return "exit status " + strconv.Itoa(e.Code)
+	}
+}
+
+// worker is one warm, single-use Python worker as the run protocol sees it,
+// whichever backend holds its process.
+type worker struct {
+	cfg   *Config
+	proc  workerProc
+	uid   int // the host uid its processes run as (unique to the worker)
+	ctrl  *net.UnixConn
+	ctrlR *bufio.Reader
+	stdin *os.File
+	// group is the worker's own cgroup, nil without cgroups.
+	group *workerGroup
+	// joinCPU is the CPU time the main process had used when it joined its
+	// group (the group does not count it; RLIMIT_CPU does).
+	joinCPU time.Duration
+
+	used atomic.Bool
+}
+
+// newWorker wraps the control socket (fd 3 of the worker) and the write end
+// of its stdin; conn's ownership passes to the worker.
+func newWorker(cfg *Config, proc workerProc, uid int, conn *net.UnixConn, stdin *os.File, group *workerGroup) *worker {
+	return &worker{cfg: cfg, proc: proc, uid: uid, ctrl: conn, ctrlR: bufio.NewReaderSize(conn, 64<<10), stdin: stdin, group: group}
+}
+
+// awaitReady reads the worker's versioned ready line, within ctx and
+// Config.StartTimeout. The caller adds what it knows of a failure (the jail
+// backend: nsjail's diagnostics and exit status).
+func (w *worker) awaitReady(ctx context.Context) error {
+	deadline := time.Now().Add(w.cfg.StartTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	w.ctrl.SetReadDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { w.ctrl.SetReadDeadline(time.Now()) })
+	err := pyworker.ReadReady(w.ctrlR)
+	stop()
+	if err == nil {
+		w.ctrl.SetReadDeadline(time.Time{})
+	}
+	return err
+}
+
+// join moves the worker's main process into its group. Call it after the
+// ready handshake, while the main process is the worker's only process, and
+// before the worker is handed any request.
+func (w *worker) join() error {
+	if w.group == nil {
+		return nil
+	}
+	pid := w.proc.hostPID()
+	if pid <= 0 {
+		return errors.New("the worker's host pid is unknown: it cannot be put in its cgroup")
+	}
+	w.joinCPU = processCPU(pid)
+	return w.group.attach(pid)
+}
+
+// release closes the worker's descriptors and removes its cgroup. Call it
+// after proc.stop. The error is a group that could not be removed.
+func (w *worker) release() error {
+	if w.ctrl != nil {
+		w.ctrl.Close()
+	}
+	w.stdin.Close()
+	if w.group == nil {
+		return nil
+	}
+	return w.group.remove()
+}
+
+// clockTick is the unit of utime and stime in /proc/<pid>/stat (USER_HZ,
+// 100 on every Linux the server runs on).
+const clockTick = 10 * time.Millisecond
+
+// processCPU is the user+system CPU time of the process pid so far, from
+// /proc/<pid>/stat, or 0 when it cannot be read.
+func processCPU(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// comm (field 2) may contain spaces and parentheses: the fields after
+	// the last ')' start with field 3 (state).
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64) // field 14
+	stime, _ := strconv.ParseInt(f[12], 10, 64) // field 15
+	return time.Duration(utime+stime) * clockTick
+}

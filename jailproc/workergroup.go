@@ -1,0 +1,324 @@
+package jailproc
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// workerGroup is the cgroup of one worker, created and removed by the
+// supervisor itself (not by nsjail), so that it outlives the worker's
+// processes: after a run it still says whether the kernel OOM-killed
+// something in it, how much CPU the run used and its peak memory.
+//
+// It only knows a host pid. Whether that pid is the child of an nsjail or
+// of a cell's zygote is not its business: attach moves it, and everything
+// the pid forks afterwards is born inside the group.
+type workerGroup struct {
+	version CgroupVersion
+	name    string
+	// The folders by role. On v2 they are all the same folder; on v1 each
+	// is in its own hierarchy, and cpu or cpuacct are "" when not used.
+	mem, pids, cpu, cpuacct string
+	dirs                    []string // every folder created, in creation order
+	memsw                   bool     // v1: memory.memsw.limit_in_bytes exists
+	memLimit                int64    // the memory limit in force
+}
+
+// groupLimits are what a new group enforces.
+type groupLimits struct {
+	memory      int64 // bytes (and memory+swap: no swap at all)
+	procs       int   // pids.max
+	cpuMsPerSec int   // 0: no CPU bandwidth cap
+}
+
+// cpuPeriod is the CFS period of the CPU cap, the same one second that
+// nsjail's --cgroup_cpu_ms_per_sec used: a burst of up to CPUMsPerSec
+// milliseconds, then throttled until the next second.
+const cpuPeriod = 1_000_000 // microseconds
+
+// groupPrefix starts the name of every worker group. The rest of the name is
+// a random tag of the supervisor and a counter: the name is visible inside
+// the jail (/proc/self/cgroup), so it must not reveal host pids or uids.
+const groupPrefix = "sse-"
+
+// groupNamer hands out group names unique to one supervisor; the random tag
+// keeps them apart from those of another server sharing the parent.
+type groupNamer struct {
+	tag string
+	n   atomic.Uint64
+}
+
+func newGroupNamer() *groupNamer {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return &groupNamer{tag: hex.EncodeToString(b)}
+}
+
+func (g *groupNamer) next() string {
+	return groupPrefix + g.tag + "-" + strconv.FormatUint(g.n.Add(1), 10)
+}
+
+// newGroup creates a worker group below the parent and sets its limits. It
+// returns nil, nil when cgroups are not in use.
+func (s *cgroupSetup) newGroup(lim groupLimits) (_ *workerGroup, err error) {
+	if s.version == CgroupNone {
+		return nil, nil
+	}
+	g := &workerGroup{version: s.version, name: s.names.next(), memsw: s.memsw}
+	switch s.version {
+	case CgroupV1:
+		g.mem = filepath.Join(s.root, "memory", s.parent, g.name)
+		g.pids = filepath.Join(s.root, "pids", s.parent, g.name)
+		if s.cpu {
+			g.cpu = filepath.Join(s.root, "cpu", s.parent, g.name)
+		}
+		if s.cpuacct != "" {
+			g.cpuacct = filepath.Join(s.cpuacct, s.parent, g.name)
+			if g.cpuacct == g.cpu { // cpu,cpuacct mounted together
+				g.cpuacct = g.cpu
+			}
+		}
+	case CgroupV2:
+		dir := filepath.Join(s.root, s.parent, g.name)
+		g.mem, g.pids, g.cpuacct = dir, dir, dir
+		if s.cpu {
+			g.cpu = dir
+		}
+	}
+	defer func() {
+		if err != nil {
+			if rerr := g.remove(); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+	}()
+	for _, dir := range []string{g.mem, g.pids, g.cpu, g.cpuacct} {
+		if dir == "" || containsString(g.dirs, dir) {
+			continue
+		}
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create worker cgroup: %w", err)
+		}
+		g.dirs = append(g.dirs, dir)
+	}
+	return g, g.setLimits(lim)
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *workerGroup) setLimits(lim groupLimits) error {
+	if err := g.writeMemoryLimit(lim.memory); err != nil {
+		return err
+	}
+	if g.version == CgroupV2 {
+		// No swap at all: the memory limit is the whole budget. Absent
+		// when the kernel has no swap accounting.
+		if err := g.write(g.mem, "memory.swap.max", "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		if err := g.write(g.pids, "pids.max", strconv.Itoa(lim.procs)); err != nil {
+			return err
+		}
+		if g.cpu != "" && lim.cpuMsPerSec > 0 {
+			return g.write(g.cpu, "cpu.max", fmt.Sprintf("%d %d", lim.cpuMsPerSec*1000, cpuPeriod))
+		}
+		return nil
+	}
+	if err := g.write(g.pids, "pids.max", strconv.Itoa(lim.procs)); err != nil {
+		return err
+	}
+	if g.cpu != "" && lim.cpuMsPerSec > 0 {
+		if err := g.write(g.cpu, "cpu.cfs_period_us", strconv.Itoa(cpuPeriod)); err != nil {
+			return err
+		}
+		return g.write(g.cpu, "cpu.cfs_quota_us", strconv.Itoa(lim.cpuMsPerSec*1000))
+	}
+	return nil
+}
+
+// writeMemoryLimit sets the memory limit (v1: and memory+swap to the same
+// value, so that nothing spills into swap). v1 requires memsw >= limit at
+// every moment: lowering writes the limit first, raising memsw first.
+func (g *workerGroup) writeMemoryLimit(bytes int64) error {
+	v := strconv.FormatInt(bytes, 10)
+	if g.version == CgroupV2 {
+		if err := g.write(g.mem, "memory.max", v); err != nil {
+			return err
+		}
+		g.memLimit = bytes
+		return nil
+	}
+	files := []string{"memory.limit_in_bytes"}
+	if g.memsw {
+		files = append(files, "memory.memsw.limit_in_bytes")
+		if g.memLimit != 0 && bytes > g.memLimit {
+			files[0], files[1] = files[1], files[0]
+		}
+	}
+	for _, f := range files {
+		if err := g.write(g.mem, f, v); err != nil {
+			return err
+		}
+	}
+	g.memLimit = bytes
+	return nil
+}
+
+// setMemoryLimit lowers the group's memory limit to bytes. It never raises
+// it: a request may ask for less memory than the server allows, not more.
+func (g *workerGroup) setMemoryLimit(bytes int64) error {
+	if bytes <= 0 || bytes >= g.memLimit {
+		return nil
+	}
+	return g.writeMemoryLimit(bytes)
+}
+
+func (g *workerGroup) write(dir, file, value string) error {
+	if err := cgroupWriteFile(filepath.Join(dir, file), []byte(value)); err != nil {
+		return fmt.Errorf("worker cgroup: %w", err)
+	}
+	return nil
+}
+
+// attach moves the process pid (all its threads) into the group, in every
+// hierarchy. The caller makes sure it is the only process of the worker, so
+// that nothing of the worker is left outside.
+func (g *workerGroup) attach(pid int) error {
+	for _, dir := range g.dirs {
+		if err := g.write(dir, "cgroup.procs", strconv.Itoa(pid)); err != nil {
+			return fmt.Errorf("attach pid to its group: %w", err)
+		}
+	}
+	return nil
+}
+
+// groupUsage is what the group's processes consumed, as far as measured.
+type groupUsage struct {
+	cpu       time.Duration
+	cpuOK     bool
+	memPeak   int64
+	memPeakOK bool
+}
+
+// usage reads the group's CPU time and peak memory. A counter the kernel
+// does not offer (v2 memory.peak before Linux 5.19, no cpuacct on v1) is
+// reported as not measured, never estimated.
+func (g *workerGroup) usage() groupUsage {
+	var u groupUsage
+	if g.version == CgroupV2 {
+		if b, err := os.ReadFile(filepath.Join(g.cpuacct, "cpu.stat")); err == nil {
+			if us, ok := keyedValue(b, "usage_usec"); ok {
+				u.cpu, u.cpuOK = time.Duration(us)*time.Microsecond, true
+			}
+		}
+		u.memPeak, u.memPeakOK = readInt(filepath.Join(g.mem, "memory.peak"))
+		return u
+	}
+	if g.cpuacct != "" {
+		if ns, ok := readInt(filepath.Join(g.cpuacct, "cpuacct.usage")); ok {
+			u.cpu, u.cpuOK = time.Duration(ns), true
+		}
+	}
+	u.memPeak, u.memPeakOK = readInt(filepath.Join(g.mem, "memory.max_usage_in_bytes"))
+	return u
+}
+
+// oomKilled reports whether the kernel's OOM killer killed a process of
+// the group: v2 memory.events oom_kill; v1 memory.oom_control oom_kill
+// (Linux 4.13+), or, on an older v1 kernel without that counter, whether
+// the limit was hit at all (memory.failcnt), the best signal left.
+func (g *workerGroup) oomKilled() (bool, error) {
+	if g.version == CgroupV2 {
+		b, err := os.ReadFile(filepath.Join(g.mem, "memory.events"))
+		if err != nil {
+			return false, fmt.Errorf("worker cgroup: %w", err)
+		}
+		n, _ := keyedValue(b, "oom_kill")
+		return n > 0, nil
+	}
+	b, err := os.ReadFile(filepath.Join(g.mem, "memory.oom_control"))
+	if err != nil {
+		return false, fmt.Errorf("worker cgroup: %w", err)
+	}
+	if n, ok := keyedValue(b, "oom_kill"); ok {
+		return n > 0, nil
+	}
+	n, ok := readInt(filepath.Join(g.mem, "memory.failcnt"))
+	if !ok {
+		return false, errors.New("worker cgroup: neither memory.oom_control oom_kill nor memory.failcnt can be read")
+	}
+	return n > 0, nil
+}
+
+// removeTries and removeWait bound how long remove waits for the kernel to
+// let go of a group whose last process has just exited: rmdir answers EBUSY
+// until the exit has been fully accounted.
+const (
+	removeTries = 100
+	removeWait  = 10 * time.Millisecond
+)
+
+// remove deletes the group's folders. Its processes must be dead (or
+// dying). Safe on a group already removed.
+func (g *workerGroup) remove() error {
+	var errs []error
+	for i := len(g.dirs) - 1; i >= 0; i-- {
+		var err error
+		for try := 0; try < removeTries; try++ {
+			if err = cgroupRemoveDir(g.dirs[i]); err == nil || errors.Is(err, os.ErrNotExist) {
+				err = nil
+				break
+			}
+			if !errors.Is(err, syscall.EBUSY) {
+				break
+			}
+			time.Sleep(removeWait)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// cgroupRemoveDir removes one cgroup folder (rmdir, which the kernel allows
+// with the control files inside). Tests replace it on a fake cgroupfs.
+var cgroupRemoveDir = os.Remove
+
+// keyedValue finds "key N" in a flat-keyed cgroup file (cpu.stat,
+// memory.events, memory.oom_control).
+func keyedValue(b []byte, key string) (int64, bool) {
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		k, v, ok := bytes.Cut(line, []byte(" "))
+		if ok && string(k) == key {
+			n, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
+func readInt(name string) (int64, bool) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
+	return n, err == nil
+}
