@@ -263,7 +263,7 @@ func (w *worker) died() executor.Result {
 	}
 	switch st.Signal {
 	case 0:
-		return failed(executor.StatusRuntimeError, fmt.Sprintf("the script's process exited with status %d before main returned", st.Code))
+		return failed(executor.StatusRuntimeError, fmt.Sprintf("the script's process ended with exit status %d before main returned", st.Code))
 	case syscall.SIGKILL:
 		return w.killed(st)
 	case syscall.SIGXCPU:
