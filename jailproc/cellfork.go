@@ -256,10 +256,14 @@ func (k *cellChild) readReady(ctx context.Context, conn *net.UnixConn, diag *tai
 	if fd, err := unix.PidfdOpen(int(cred.Pid), 0); err == nil {
 		k.pidfd = fd
 	}
-	// The uid is the child's alone: if the pid was reused in between, the
-	// owner check fails rather than adopting a stranger.
-	if k.pidfd < 0 || procUID(int(cred.Pid)) != k.uid {
+	if k.pidfd < 0 {
 		return &StartError{Err: fmt.Errorf("the child (pid %d) is gone", cred.Pid)}
+	}
+	// What the kernel says of the child, not what it says of itself. The
+	// uid is the child's alone: if the pid was reused in between, the check
+	// fails rather than adopting a stranger.
+	if err := checkSandboxed(int(cred.Pid), k.uid); err != nil {
+		return &StartError{Err: err}
 	}
 	k.pid = int(cred.Pid)
 	if err := pyworker.ReadReady(bufio.NewReader(bytes.NewReader(buf[:n]))); err != nil {
@@ -285,22 +289,35 @@ func parseCred(oob []byte) (*unix.Ucred, error) {
 	return nil, errors.New("the ready line came without the kernel's credentials")
 }
 
-// procUID returns the real uid of host process pid, or -1.
-func procUID(pid int) int {
+// checkSandboxed checks, in /proc/<pid>/status, that a child that says it is
+// ready has done the zygote's steps: all four uids are its own, no
+// capability is left in any set, no_new_privs is on and a seccomp filter is
+// installed (the cell's and its own). It runs before the child is handed any
+// request, so a child that skipped a step never runs user code.
+func checkSandboxed(pid, uid int) error {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return -1
+		return fmt.Errorf("the child (pid %d) is gone: %w", pid, err)
+	}
+	u := strconv.Itoa(uid)
+	want := map[string]string{
+		"Uid": u + "\t" + u + "\t" + u + "\t" + u, "Gid": u + "\t" + u + "\t" + u + "\t" + u,
+		"CapInh": "0000000000000000", "CapPrm": "0000000000000000", "CapEff": "0000000000000000",
+		"CapBnd": "0000000000000000", "CapAmb": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2",
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				n, _ := strconv.Atoi(f[0])
-				return n
+		k, v, _ := strings.Cut(line, ":")
+		if w, ok := want[k]; ok {
+			if v = strings.TrimSpace(v); v != w {
+				return fmt.Errorf("the child (pid %d) is not sandboxed: %s is %q, want %q", pid, k, v, w)
 			}
+			delete(want, k)
 		}
 	}
-	return -1
+	if len(want) > 0 {
+		return fmt.Errorf("the child (pid %d) is not sandboxed: its status lacks %d fields", pid, len(want))
+	}
+	return nil
 }
 
 // killCellChild is Process.kill of a cell child: stop it, remove its cgroup,

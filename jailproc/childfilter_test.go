@@ -2,6 +2,7 @@ package jailproc
 
 import (
 	"encoding/binary"
+	"os"
 	"strings"
 	"testing"
 
@@ -152,5 +153,16 @@ func TestParsePolicyRejectsWhatItDoesNotUnderstand(t *testing.T) {
 		if _, err := parsePolicy(src); err == nil {
 			t.Errorf("parsePolicy(%q) accepted it", src)
 		}
+	}
+}
+
+func TestAReadyChildThatKeptAPrivilegeIsRefused(t *testing.T) {
+	// This test process is no sandboxed child: root, capabilities, no filter.
+	err := checkSandboxed(os.Getpid(), os.Getuid())
+	if err == nil || !strings.Contains(err.Error(), "not sandboxed") {
+		t.Fatalf("checkSandboxed of the test process: %v", err)
+	}
+	if err := checkSandboxed(os.Getpid(), os.Getuid()+1); err == nil || !strings.Contains(err.Error(), "Uid") {
+		t.Fatalf("a uid that is not the child's: %v", err)
 	}
 }
