@@ -437,3 +437,49 @@ func TestACellChildsMemoryAndCPUKillsAreToldApartByItsOwnCgroup(t *testing.T) {
 		t.Fatalf("CPU limit: %s %+v", res.Status, res.Error)
 	}
 }
+
+func TestACellIsReplacedAfterItsForkCountAndEndsWithItsLastChild(t *testing.T) {
+	s := newCellSupervisor(t, jailproc.Config{CellMaxForks: 3}, 64)
+	var first []*jailproc.Process
+	for i := 0; i < 3; i++ {
+		first = append(first, startChild(t, s))
+	}
+	old := zygoteOf(t, first[0])
+	next := startChild(t, s)
+	if z := zygoteOf(t, next); z == old {
+		t.Fatalf("the fourth child came from the cell that had forked three (zygote %d)", old)
+	}
+	// The old cell forks no more but serves its children to the end.
+	res, err := first[0].Run(context.Background(), executor.Request{Mode: executor.ModeSingle, Script: []byte("def main():\n    return 1\n")})
+	if err != nil || res.Status != executor.StatusOK {
+		t.Fatalf("a child of the draining cell: %v %+v", err, res)
+	}
+	for _, p := range first {
+		if err := p.Kill(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Its last child gone, the old cell ends.
+	deadline := time.Now().Add(10 * time.Second)
+	for statusField(old, "Name") != "" && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if statusField(old, "Name") != "" {
+		t.Fatalf("the drained cell's zygote %d is still alive", old)
+	}
+	if res, err := next.Run(context.Background(), executor.Request{Mode: executor.ModeSingle, Script: []byte("def main():\n    return 2\n")}); err != nil || res.Status != executor.StatusOK {
+		t.Fatalf("the new cell's child: %v %+v", err, res)
+	}
+}
+
+func TestACellIsReplacedOnceItIsOlderThanItsMaximumAge(t *testing.T) {
+	s := newCellSupervisor(t, jailproc.Config{CellMaxAge: time.Millisecond}, 64)
+	a := startChild(t, s)
+	za := zygoteOf(t, a)
+	for time.Since(a.StartedAt()) < 2*time.Millisecond {
+		time.Sleep(time.Millisecond)
+	}
+	if zb := zygoteOf(t, startChild(t, s)); zb == za {
+		t.Fatalf("a cell older than its maximum age forked again (zygote %d)", za)
+	}
+}
