@@ -156,7 +156,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.Var(listValue{&c.Preload, ","}, "preload", "comma-separated modules every warm worker imports before it is ready")
 	fs.StringVar(&c.SeccompPolicy, "seccomp-policy", "", "kafel seccomp policy file for the jail (default: the policy built into the server; \"none\" disables)")
 
-	fs.StringVar(&c.Isolation, "isolation", "jail", "jail: one nsjail and one Python start per worker; cell: workers forked by a zygote in a long-lived nsjail, each with its own uid, namespaces, cgroup and seccomp filter (docs/SECURITY.md)")
+	fs.StringVar(&c.Isolation, "isolation", "cell", "cell: workers forked by a zygote in a long-lived nsjail, each with its own uid, namespaces, cgroup and seccomp filter (amd64); jail: one nsjail and one Python start per worker (docs/SECURITY.md compares them)")
 	fs.IntVar(&c.CellMaxForks, "cell-max-forks", 10000, "cell isolation: workers one cell forks before it is replaced")
 	fs.DurationVar(&c.CellMaxAge, "cell-max-age", 10*time.Minute, "cell isolation: how long one cell forks workers before it is replaced")
 	fs.StringVar(&c.PoolMode, "pool-mode", "warm", "warm: keep pre-forked workers; cold: spawn one per request (baseline only)")

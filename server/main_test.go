@@ -68,7 +68,8 @@ func startServerUnmanaged(t *testing.T, env map[string]string, args ...string) *
 	if !slices.Contains(args, "--cgroup-parent") {
 		base = append(base, "--cgroup-parent", testenv.CgroupParent(t, "server"))
 	}
-	// make test runs the server's tests once more with cell isolation.
+	// make test runs the server's tests once more with jail isolation
+	// (EXECUTOR_TEST_ISOLATION=jail; the default is cell).
 	if m := os.Getenv("EXECUTOR_TEST_ISOLATION"); m != "" && !slices.Contains(args, "--isolation") {
 		base = append(base, "--isolation", m)
 	}
