@@ -282,6 +282,11 @@ func (c *cell) wait() {
 				break
 			}
 		}
+		// kill signals through the pidfd under mu: it must never see the
+		// number once it is closed (and perhaps reused).
+		c.mu.Lock()
+		c.zygote = -1
+		c.mu.Unlock()
 		unix.Close(zygote)
 	}
 	c.mu.Lock()
