@@ -343,8 +343,8 @@ func (c *cell) report(msg string) error {
 		return fmt.Errorf("exit report for unknown child %d", v[0])
 	}
 	// The zygote waited for the child itself: its status is exact (no
-	// nsjail 128+N ambiguity). CPU time and peak RSS (v[2], v[3]) are
-	// logged only: the child's own cgroup is what counts.
+	// nsjail 128+N ambiguity). The zygote's CPU time and peak RSS of it
+	// (v[2], v[3]) are not used: the child's own cgroup is what counts.
 	ws := syscall.WaitStatus(v[1])
 	if ws.Signaled() {
 		k.status = exitStatus{Signal: ws.Signal()}
