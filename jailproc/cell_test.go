@@ -272,9 +272,8 @@ func TestKillingTheZygoteMidRunGivesTheRunATypedAnswerAndTheNextChildANewCell(t 
 	}
 }
 
-// zygoteOf returns the host pid of the zygote that forked p: its parent once
-// the short-lived middle process of the double fork has exited (the child is
-// then reparented to the zygote, pid 1 of the cell), which nsjail started.
+// zygoteOf returns the host pid of the zygote that forked p: its parent,
+// which nsjail started.
 func zygoteOf(t *testing.T, p *jailproc.Process) int {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

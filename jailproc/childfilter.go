@@ -50,9 +50,11 @@ type argCond struct {
 	val  uint64
 }
 
-// cellRelaxed are the calls the zygote needs to set up a child: the cell's
-// nsjail policy allows them; every child's own filter denies them again.
-var cellRelaxed = map[string]bool{"unshare": true, "mount": true}
+// cellRelaxed are the calls the zygote needs to set up a child (unshare and
+// mount for its namespaces, /tmp and /proc; setns back into the zygote's own
+// pid namespace after each fork): the cell's nsjail policy allows them; every
+// child's own filter denies them again.
+var cellRelaxed = map[string]bool{"unshare": true, "mount": true, "setns": true}
 
 // childExtra is denied to children beyond the jail policy: no socket of any
 // family (socketpair(AF_UNIX) stays allowed). It closes the one channel a

@@ -883,6 +883,7 @@ class _Zygote:
 
         self.filt = ctypes.create_string_buffer(filt, len(filt))
         self.fprog = FProg(len(filt) // 8, ctypes.cast(self.filt, ctypes.c_void_p))
+        self.pidns = posix.open('/proc/self/ns/pid', posix.O_RDONLY | posix.O_CLOEXEC)
         self.wake_r, self.wake_w = posix.pipe()
         posix.set_blocking(self.wake_r, False)
         posix.set_blocking(self.wake_w, False)
@@ -923,28 +924,27 @@ class _Zygote:
         self.fork(f[1], int(f[2]), fds[0], fds[1])
 
     def fork(self, cid, uid, stdin_fd, res_fd):
-        r, w = posix.pipe()
-        pid = posix.fork()
+        # The child is pid 1 of a pid namespace of its own: unshare(NEWPID)
+        # makes the zygote's next child the first process of a new one; setns
+        # back to the zygote's own pid namespace right after the fork makes
+        # the one after that start another. One fork per child, and the zygote
+        # is its parent (it reaps it).
+        self.check(self.libc.unshare(_CLONE_NEWPID), 'unshare(CLONE_NEWPID)')
+        try:
+            pid = posix.fork()
+        except BaseException:
+            self.own_pidns()
+            raise
         if pid == 0:
-            self.child(uid, stdin_fd, res_fd, r, w)  # never returns
-        posix.close(w)
+            self.child(uid, stdin_fd, res_fd)  # never returns: exits or raises _BecomeWorker
+        self.own_pidns()
         posix.close(stdin_fd)
         posix.close(res_fd)
-        data = b''
-        while True:
-            chunk = posix.read(r, 32)  # EINTR is retried (PEP 475)
-            if not chunk:
-                break
-            data += chunk
-        posix.close(r)
-        try:
-            posix.waitpid(pid, 0)  # the middle process exits as soon as it forked
-        except ChildProcessError:
-            pass
-        if data.isdigit():
-            self.pending[int(data)] = cid
-        else:
-            self.report(cid, 1 << 8, None)  # exit status 1: set-up failed before the fork
+        self.pending[pid] = cid
+
+    def own_pidns(self):
+        if self.libc.setns(self.pidns, _CLONE_NEWPID) != 0:
+            _die(7, 'zygote: setns back to its own pid namespace failed')
 
     def reap(self):
         while True:
@@ -963,9 +963,9 @@ class _Zygote:
         rss = ru.ru_maxrss if ru is not None else 0
         self.ctrl.send(b'X ' + cid + b' %d %d %d' % (status, cpu, rss))
 
-    def child(self, uid, stdin_fd, res_fd, r, w):
-        # In the forked (middle) process. Anything that fails ends it; once fd
-        # 3 is the child's result socket, the server is told why.
+    def child(self, uid, stdin_fd, res_fd):
+        # In the forked child, pid 1 of its own pid namespace. Anything that
+        # fails ends it; once fd 3 is its result socket, the server is told why.
         said = False
         try:
             self.signal.set_wakeup_fd(-1)
@@ -978,17 +978,11 @@ class _Zygote:
             # stdin: writes fail. Never the cell's own stdio.
             _dup2(stdin_fd, 1)
             _dup2(stdin_fd, 2)
-            # Step: fds 0-3 only (and the pipe that tells the zygote our pid).
-            posix.close(r)
-            posix.closerange(4, w)
-            posix.closerange(w + 1, 1 << 20)
-            # Step: new mount, uts, ipc and pid namespaces.
-            self.check(self.libc.unshare(_CLONE_NEWNS | _CLONE_NEWUTS | _CLONE_NEWIPC | _CLONE_NEWPID), 'unshare')
-            pid = posix.fork()
-            if pid:
-                _write(w, _int_repr(pid).encode('ascii'))
-                _exit(0)
-            posix.close(w)  # pid 1 of its own pid namespace from here on
+            # Step: fds 0-3 only.
+            posix.closerange(4, 1 << 20)
+            # Step: new mount, uts and ipc namespaces (the pid namespace is
+            # already its own: it is its pid 1).
+            self.check(self.libc.unshare(_CLONE_NEWNS | _CLONE_NEWUTS | _CLONE_NEWIPC), 'unshare')
             self._enter(uid)
             sock = _ready()
         except BaseException as e:
