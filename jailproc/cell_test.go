@@ -3,6 +3,7 @@ package jailproc_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -480,5 +481,35 @@ func TestACellIsReplacedOnceItIsOlderThanItsMaximumAge(t *testing.T) {
 	}
 	if zb := zygoteOf(t, startChild(t, s)); zb == za {
 		t.Fatalf("a cell older than its maximum age forked again (zygote %d)", za)
+	}
+}
+
+func TestAStartGivenUpOnBeforeTheChildIsReadyCostsOnlyThatChildNotItsCell(t *testing.T) {
+	base := testenv.UIDBase(t)
+	s, err := jailproc.New(jailproc.Config{NsjailPath: testenv.Nsjail(t), Isolation: jailproc.IsolationCell, CgroupParent: testenv.CgroupParent(t, "jailproc-cell-cancel")},
+		jailproc.UIDRange{Base: base, Size: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a := startChild(t, s)
+	zygote := zygoteOf(t, a)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Start(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Start with a cancelled context: %v", err)
+	}
+	// The forked child was found by its ready line and killed alone.
+	for _, u := range uidsInUse(base, 64) {
+		if !strings.HasSuffix(u, ":"+strconv.Itoa(base)) && !strings.HasSuffix(u, ":"+strconv.Itoa(a.UID())) {
+			t.Errorf("process of the abandoned child left: pid:uid %s", u)
+		}
+	}
+	res, err := a.Run(context.Background(), executor.Request{Mode: executor.ModeSingle, Script: []byte("def main():\n    return 5\n")})
+	if err != nil || res.Status != executor.StatusOK {
+		t.Fatalf("the other child of the cell: %v %+v", err, res)
+	}
+	if z := zygoteOf(t, startChild(t, s)); z != zygote {
+		t.Fatalf("the next child came from zygote %d, not the cell's %d: the cell was replaced", z, zygote)
 	}
 }

@@ -94,7 +94,8 @@ type cellChild struct {
 	pid    int // host pid, from the kernel's credentials on its ready line
 	pidfd  int // -1 until the ready line
 	exited chan struct{}
-	status exitStatus // valid once exited is closed
+	status exitStatus    // valid once exited is closed
+	conn   *net.UnixConn // the server's end of its result socket
 
 	stopOnce sync.Once
 }
@@ -114,6 +115,11 @@ func (k *cellChild) stop() {
 		if isClosed(k.exited) {
 			return
 		}
+		if k.pidfd < 0 {
+			// Given up on before its ready line (a cancelled start): the
+			// line still comes, with the kernel's word for its pid.
+			k.learnPID()
+		}
 		wait := 2 * time.Second
 		if k.pidfd >= 0 {
 			if err := unix.PidfdSendSignal(k.pidfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
@@ -129,6 +135,49 @@ func (k *cellChild) stop() {
 			<-k.exited
 		}
 	})
+}
+
+// learnPID waits, up to the start timeout, for the ready line of a child
+// that was given up on before it (or its exit), and opens a pidfd on its
+// sender if that is the child.
+func (k *cellChild) learnPID() {
+	if k.conn == nil {
+		return
+	}
+	k.conn.SetReadDeadline(time.Now().Add(k.c.s.cfg.StartTimeout))
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+	_, oobn, _, _, err := k.conn.ReadMsgUnix(make([]byte, 4096), oob)
+	if err != nil || oobn == 0 {
+		return
+	}
+	cred, err := parseCred(oob[:oobn])
+	if err != nil || int(cred.Uid) != k.uid {
+		return
+	}
+	if fd, err := unix.PidfdOpen(int(cred.Pid), 0); err == nil {
+		if statusUID(int(cred.Pid)) == k.uid {
+			k.pidfd, k.pid = fd, int(cred.Pid)
+		} else {
+			unix.Close(fd)
+		}
+	}
+}
+
+// statusUID is the real uid of host process pid, -1 if unknown.
+func statusUID(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			if f := strings.Fields(v); len(f) > 0 {
+				n, _ := strconv.Atoi(f[0])
+				return n
+			}
+		}
+	}
+	return -1
 }
 
 // startCellChild forks one worker from a cell and waits for its ready line.
@@ -204,7 +253,7 @@ func (c *cell) fork() (*cellChild, *net.UnixConn, *os.File, error) {
 		return fail(err, conn)
 	}
 	defer stdinR.Close()
-	k := &cellChild{c: c, id: nextCellID(), uid: uid, pidfd: -1, exited: make(chan struct{})}
+	k := &cellChild{c: c, id: nextCellID(), uid: uid, pidfd: -1, exited: make(chan struct{}), conn: conn}
 	c.mu.Lock()
 	if c.gone {
 		c.mu.Unlock()
