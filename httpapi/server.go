@@ -51,6 +51,7 @@ type Server struct {
 	app    *fiber.App
 	log    *slog.Logger
 	rec    Recorder
+	budget *bodyBudget
 
 	// routes maps each served path to its template and methods, for route
 	// labels and 405 answers.
@@ -78,6 +79,7 @@ func New(cfg Config, runner Runner) *Server {
 		log:    cfg.Logger,
 		rec:    cfg.Recorder,
 		routes: make(map[string]*routeInfo),
+		budget: newBodyBudget(cfg.MaxInflightBodyBytes),
 	}
 	s.runBase, s.cancelRuns = context.WithCancel(context.Background())
 
@@ -160,7 +162,10 @@ func (s *Server) Listen(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.mu.Unlock()
-	if err := s.app.Listener(ln); err != nil {
+	// Every connection's bytes go through the strict request framer and the
+	// body budget first (conncheck.go); keep this wrapper the outermost, the
+	// error handler finds its refusals through fasthttp's conn.
+	if err := s.app.Listener(s.checkConns(ln)); err != nil {
 		return fmt.Errorf("httpapi: serve: %w", err)
 	}
 	return nil
@@ -226,6 +231,7 @@ var rejectedOutcomes = map[string]bool{
 	TypeUnauthorized:         true,
 	TypeRequestTooLarge:      true,
 	TypeUnsupportedMediaType: true,
+	TypeOverloaded:           true, // by the body budget; the runner's are counted as ran
 }
 
 // beginRequest assigns the request id and starts the clock.
@@ -299,6 +305,13 @@ func (s *Server) finishRequest(c *fiber.Ctx, info *requestInfo) {
 	// Background: the request's own context is not a context.Context here,
 	// and the log line must be written even for cancelled requests.
 	s.log.LogAttrs(context.Background(), level, "http request", attrs...)
+
+	// fasthttp keeps a connection's body buffer for its next request, and
+	// pooled contexts keep theirs: idle keep-alive connections would pin
+	// the largest body they ever read. Retire large ones now; everything
+	// that outlives the request was copied out. (ReduceMemoryUsage would do
+	// it too, but in fasthttp 1.51 it drops pipelined responses.)
+	c.Request().ReleaseBody(smallBody)
 }
 
 // observe is the outermost middleware. It turns a handler's error into its

@@ -62,8 +62,16 @@ var cellRelaxed = map[string]bool{"unshare": true, "mount": true, "setns": true}
 // sockets, which live per network namespace.
 var childExtra = []seccompRule{{action: "ERRNO(1)", errno: 1, name: "socket", nr: 41}}
 
-// argIndex maps the kafel argument names used in policies to their position.
-var argIndex = map[string]int{"clone_flags": 0, "flags": 0, "family": 0, "domain": 0, "type": 1, "protocol": 2}
+// argIndex maps, per syscall, the kafel argument names the policy uses to
+// their position (kafel's own names, from its syscall table).
+var argIndex = map[string]map[string]int{
+	"clone":      {"clone_flags": 0},
+	"socket":     {"family": 0, "type": 1, "protocol": 2},
+	"socketpair": {"family": 0, "type": 1, "protocol": 2},
+	"fcntl":      {"cmd": 1},
+	"futex":      {"op": 1},
+	"fadvise64":  {"advice": 3},
+}
 
 const (
 	seccompRetKillProcess = 0x80000000
@@ -142,7 +150,7 @@ func (t *kafelTokens) parseBlock(action string, errno uint32) ([]seccompRule, er
 			r.name, r.nr = name, nr
 		}
 		if t.accept("{") {
-			c, err := t.parseCond()
+			c, err := t.parseCond(name)
 			if err != nil {
 				return nil, fmt.Errorf("seccomp policy: %s: %w", name, err)
 			}
@@ -159,7 +167,7 @@ func (t *kafelTokens) parseBlock(action string, errno uint32) ([]seccompRule, er
 }
 
 // parseCond reads `(arg & mask) op val` or `arg op val`, then the closing }.
-func (t *kafelTokens) parseCond() (*argCond, error) {
+func (t *kafelTokens) parseCond(syscall string) (*argCond, error) {
 	c := &argCond{}
 	var words []string
 	paren := t.accept("(")
@@ -176,9 +184,9 @@ func (t *kafelTokens) parseCond() (*argCond, error) {
 		c.mask = m
 		words = []string{"(" + arg, "&", fmt.Sprintf("%#x)", m)}
 	}
-	i, ok := argIndex[arg]
+	i, ok := argIndex[syscall][arg]
 	if !ok {
-		return nil, fmt.Errorf("condition: unknown argument %q", arg)
+		return nil, fmt.Errorf("condition: unknown argument %q of %s", arg, syscall)
 	}
 	c.arg = i
 	c.op = t.next()
@@ -334,8 +342,12 @@ func childFilter(rules []seccompRule) ([]bpf.Instruction, error) {
 
 // condBlock tests syscall nr and a condition on one argument, returns ret
 // when both hold, and reloads the syscall number for the rules after it.
-// E is "both 32-bit halves of (arg & mask) equal those of val" (mask all
-// ones when the rule has none); the condition is E for ==, not E for !=.
+// E is "both 32-bit halves of (arg & mask) equal those of val"; the condition
+// is E for ==, not E for !=. When mask and val fit in 32 bits (every rule of
+// seccomp.kafel: fcntl's cmd, futex's op, fadvise64's advice and socketpair's
+// family are ints, and clone uses only the low half of its flags), only the
+// low half counts, as kafel compares such arguments: the kernel drops the
+// upper half, so a caller setting bit 32 must not slip past the rule.
 //
 //	0 jeq nr        else -> 8
 //	1 ld args[i].lo
@@ -351,6 +363,9 @@ func condBlock(nr uint32, c *argCond, ret uint32) []bpf.Instruction {
 	mask := c.mask
 	if mask == 0 {
 		mask = ^uint64(0)
+		if c.val>>32 == 0 {
+			mask = 0xffffffff
+		}
 	}
 	val := c.val & mask
 	// Offsets below are counted from the instruction after the jump.

@@ -68,11 +68,14 @@ func TestChildFilterDeniesEveryCallTheJailPolicyDeniesAndSocket(t *testing.T) {
 	for name, want := range map[string]uint32{
 		"mount": seccompRetErrno | 1, "unshare": seccompRetErrno | 1, "ptrace": seccompRetErrno | 1,
 		"socket": seccompRetErrno | 1, "clone3": seccompRetErrno | 38,
-		"socketpair": seccompRetAllow, "read": seccompRetAllow, "execve": seccompRetAllow, "setresuid": seccompRetAllow,
+		"read": seccompRetAllow, "execve": seccompRetAllow, "setresuid": seccompRetAllow,
 	} {
 		if got := runFilter(t, prog, auditArchX86_64, sysnums[name]); got != want {
 			t.Errorf("%s: filter returns %#x, want %#x", name, got, want)
 		}
+	}
+	if got := runFilter(t, prog, auditArchX86_64, sysnums["socketpair"], 1 /* AF_UNIX */, 1, 0); got != seccompRetAllow {
+		t.Errorf("socketpair(AF_UNIX): filter returns %#x, want allow", got)
 	}
 }
 
@@ -164,5 +167,33 @@ func TestAReadyChildThatKeptAPrivilegeIsRefused(t *testing.T) {
 	}
 	if err := checkSandboxed(os.Getpid(), os.Getuid()+1); err == nil || !strings.Contains(err.Error(), "Uid") {
 		t.Fatalf("a uid that is not the child's: %v", err)
+	}
+}
+
+func TestChildFilterComparesTheLowHalfOfA32BitArgumentAsTheKernelDoes(t *testing.T) {
+	rules, err := parsePolicy("POLICY p { ERRNO(1) { fcntl { cmd == 1026 }, socketpair { family != 1 } } } USE p DEFAULT ALLOW")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, err := childFilter(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		nr   uint32
+		args []uint64
+		want uint32
+	}{
+		{"fcntl F_NOTIFY", sysnums["fcntl"], []uint64{3, 1026}, seccompRetErrno | 1},
+		{"fcntl F_NOTIFY with bit 32 set", sysnums["fcntl"], []uint64{3, 1<<32 | 1026}, seccompRetErrno | 1},
+		{"fcntl F_GETFL", sysnums["fcntl"], []uint64{3, 3}, seccompRetAllow},
+		{"socketpair(AF_UNIX)", sysnums["socketpair"], []uint64{1, 1, 0}, seccompRetAllow},
+		{"socketpair(AF_UNIX) with bit 32 set", sysnums["socketpair"], []uint64{1<<32 | 1, 1, 0}, seccompRetAllow},
+		{"socketpair(AF_INET)", sysnums["socketpair"], []uint64{2, 1, 0}, seccompRetErrno | 1},
+	} {
+		if got := runFilter(t, prog, auditArchX86_64, c.nr, c.args...); got != c.want {
+			t.Errorf("%s: filter returns %#x, want %#x", c.name, got, c.want)
+		}
 	}
 }

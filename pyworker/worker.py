@@ -51,6 +51,7 @@ _exc_tb = BaseException.__dict__['__traceback__'].__get__
 _exc_str = BaseException.__str__
 
 MAX_DEPTH = 200
+MAX_INT_DIGITS = 4300  # CPython's default sys.get_int_max_str_digits()
 MSG_CAP = 2000  # characters kept of an error message
 TB_CAP = 6000  # characters kept of a traceback (its tail)
 MEMORY_PAYLOAD = b'{"ok":false,"error":{"type":"memory_limit","message":"MemoryError"}}'
@@ -173,6 +174,10 @@ def _encode(value, limit):
                 s = _int_repr(v)
             except ValueError:  # over sys.get_int_max_str_digits()
                 raise _NotJSON('%s is an int too large to convert to text' % _path_str(path))
+            if len(s) > MAX_INT_DIGITS and len(s) - (s[0] == '-') > MAX_INT_DIGITS:
+                # The script may have lifted sys.set_int_max_str_digits; JSON
+                # readers (Python's among them) still refuse such a literal.
+                raise _NotJSON('%s is an int with more than %d digits' % (_path_str(path), MAX_INT_DIGITS))
         elif t is float:
             if v - v != 0.0:
                 raise _NotJSON('%s is a float that is not finite (%s)' % (_path_str(path), _float_repr(v)))
@@ -214,6 +219,7 @@ def _encode(value, limit):
         if base is dict:
             append('{')
             first = True
+            names = set()  # the keys as written: two may collide
             for k, x in _dict_items(v):
                 kt = type(k)
                 if kt is not str:
@@ -221,6 +227,12 @@ def _encode(value, limit):
                         raise _NotJSON('%s has a key of type %s (JSON object keys are strings)' % (_path_str(path), _tname(kt)))
                     k = _str_str(k)
                 s = _esc(k)
+                if s in names:
+                    # A str subclass whose hash or == lies, or a surrogate
+                    # pair next to the character it encodes.
+                    path.append(k)
+                    raise _NotJSON('%s is a duplicate key: another key of the same dict is the same JSON string' % _path_str(path))
+                names.add(s)
                 if first:
                     size += len(s) + 1
                     append(s)
@@ -1001,7 +1013,10 @@ class _Zygote:
         self.check(L.mount(None, b'/', None, _MS_REC | _MS_PRIVATE, None), 'make / private')
         tmp = b'size=%d,mode=1777' % self.limits[5]
         self.check(L.mount(b'none', b'/tmp', b'tmpfs', _MS_NOSUID | _MS_NODEV, tmp), 'mount /tmp')
-        self.check(L.mount(b'proc', b'/proc', b'proc', _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None), 'mount /proc')
+        # The same options as a jail's /proc (jailproc hardeningArgs): only
+        # the process folders, other uids' processes invisible, read-only.
+        self.check(L.mount(b'proc', b'/proc', b'proc', _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                           b'subset=pid,hidepid=invisible'), 'mount /proc')
         # Step: rlimits, as nsjail sets them for a jail.
         as_, cpu, fsize, nofile, nproc, _ = self.limits
         for res, val in ((R.RLIMIT_AS, as_), (R.RLIMIT_CPU, cpu), (R.RLIMIT_FSIZE, fsize), (R.RLIMIT_NOFILE, nofile),

@@ -137,6 +137,8 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 		ReadTimeout:     cfg.ReadTimeout,
 		IdleTimeout:     cfg.IdleTimeout,
 	}
+	apiCfg.MaxInflightBodyBytes = cfg.MaxInflightBody
+	applyMemoryLimit(cfg, log)
 	if cfg.MetricsAddr == "" {
 		apiCfg.MetricsHandler = metricsHandler
 	} else {

@@ -49,6 +49,7 @@ type config struct {
 	MaxResult         int64
 	MaxBody           int64
 	MaxBatchRecords   int
+	MaxInflightBody   int64
 
 	Cgroups      string
 	CgroupRoot   string
@@ -180,6 +181,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.Var(sizeValue{&c.MaxResult}, "max-result", "largest encoded result of a run (all records of a batch together)")
 	fs.Var(sizeValue{&c.MaxBody}, "max-body", "largest request body")
 	fs.IntVar(&c.MaxBatchRecords, "max-batch-records", 10000, "most records in one /execute/batch request")
+	fs.Var(sizeValue{&c.MaxInflightBody}, "max-inflight-body", "most request-body bytes held in memory at once across all connections; a body that does not fit is answered 429 overloaded unread (default 4 x --max-body, at least 16MiB; bodies over 64KiB may use 3/4 of it)")
 
 	fs.StringVar(&c.Cgroups, "cgroups", "auto", "auto: use cgroup limits when available; required: refuse to start without; off: rlimits only")
 	fs.StringVar(&c.CgroupRoot, "cgroup-root", "/sys/fs/cgroup", "where cgroup hierarchies are mounted")
@@ -322,6 +324,12 @@ func (c *config) validate() error {
 		if n <= 0 || n > 1<<30 {
 			return bad(name, "want a size between 1 byte and 1GiB", formatSize(n))
 		}
+	}
+	if c.MaxInflightBody == 0 {
+		c.MaxInflightBody = max(4*c.MaxBody, 16<<20)
+	}
+	if c.MaxInflightBody < 0 || c.MaxInflightBody/4*3 < c.MaxBody {
+		return bad("max-inflight-body", "want at least 4/3 x --max-body, so that a largest body fits", formatSize(c.MaxInflightBody))
 	}
 	for _, lim := range []struct {
 		name   string

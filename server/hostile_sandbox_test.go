@@ -161,7 +161,7 @@ def main():
     return {'pids': pids, 'environ': env, 'self': os.getpid(), 'ppid': os.getppid()}
 `, status: 200, check: func(t *testing.T, r response) {
 			jsonEq(t, r.Body["result"], `{"pids": ["1"], "self": 1, "ppid": 0,
-				"environ": {"1": ["HOME", "LANG", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"]}}`)
+				"environ": {"1": ["HOME", "LANG", "MALLOC_ARENA_MAX", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"]}}`)
 		}},
 		// The mounts are read-only: nothing a script writes outside its own
 		// /tmp can reach the next run (or the host).
@@ -204,7 +204,7 @@ def main(secret_name):
             seen.append(p)
     return {'seen': seen, 'keys': sorted(os.environ)}
 `, extra: []string{`"input": "` + hostileSecretVar + `"`}, status: 200, check: func(t *testing.T, r response) {
-			jsonEq(t, r.Body["result"], `{"seen": [], "keys": ["HOME", "LANG", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"]}`)
+			jsonEq(t, r.Body["result"], `{"seen": [], "keys": ["HOME", "LANG", "MALLOC_ARENA_MAX", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"]}`)
 			if strings.Contains(r.Raw, hostileSecretValue) {
 				t.Fatalf("the secret leaked: %s", r.Raw)
 			}
@@ -247,18 +247,9 @@ def conn(host, port):
     finally:
         s.close()
 `
-	unreachable := `["OSError", 101]` // ENETUNREACH: no interface is up in the jail
-	// Cell children share their cell's (empty) network namespace, so
-	// socket(2) of every family is denied to them (docs/SECURITY.md): each
-	// attempt fails earlier, with EPERM.
-	denied := `["PermissionError", 1]`
-	netErr := func(jail string) string {
-		if cellMode() {
-			return denied
-		}
-		return jail
-	}
-	unreachable = netErr(unreachable)
+	// seccomp denies socket() of every family (and the jail's network
+	// namespace has no interface up: ENETUNREACH behind it).
+	unreachable := `["PermissionError", 1]`
 	// An abstract unix socket of the host: abstract names belong to the
 	// network namespace, so the jail must not reach it.
 	abstract := fmt.Sprintf("executor-hostile-%d", os.Getpid())
@@ -286,14 +277,14 @@ def conn(host, port):
 				var got map[string]any
 				result(t, r, &got)
 				for p, v := range got {
-					if want := map[bool]string{false: "[OSError 101]", true: "[PermissionError 1]"}[cellMode()]; fmt.Sprint(v) != want {
+					if fmt.Sprint(v) != "[PermissionError 1]" {
 						t.Errorf("port %s: %v", p, v)
 					}
 				}
 			}},
 		{name: "ipv6_loopback_and_external_hosts", script: tryPy + "def main():\n    return [tr(lambda: conn('::1', 80)), tr(lambda: conn('1.1.1.1', 443)), tr(lambda: conn('169.254.169.254', 80))]\n",
 			status: 200, check: func(t *testing.T, r response) {
-				jsonEq(t, r.Body["result"], "["+netErr(`["OSError", 99]`)+","+netErr(`["OSError", 101]`)+","+netErr(`["OSError", 101]`)+"]")
+				jsonEq(t, r.Body["result"], `[["PermissionError", 1], ["PermissionError", 1], ["PermissionError", 1]]`)
 			}},
 		{name: "dns_resolution", script: "import socket\ndef main():\n    out = []\n    for name in ('example.com', 'localhost', 'metadata.google.internal'):\n        try:\n            socket.getaddrinfo(name, 80)\n            out.append('resolved')\n        except socket.gaierror as e:\n            out.append(type(e).__name__)\n    return out\n",
 			status: 200, check: func(t *testing.T, r response) {
@@ -307,7 +298,7 @@ def conn(host, port):
 			}},
 		{name: "host_abstract_unix_socket", script: tryPy + "def main(name):\n    def c():\n        s = socket.socket(socket.AF_UNIX)\n        s.connect('\\0' + name)\n        return s.recv(100)\n    return tr(c)\n",
 			extra: []string{`"input": "` + abstract + `"`}, status: 200,
-			check: func(t *testing.T, r response) { jsonEq(t, r.Body["result"], netErr(`["ConnectionRefusedError", 111]`)) }},
+			check: func(t *testing.T, r response) { jsonEq(t, r.Body["result"], `["PermissionError", 1]`) }},
 	})
 	// A socket the script binds and listens on lives in the jail's own
 	// network namespace: nothing on the host can connect to it.
@@ -322,12 +313,13 @@ def conn(host, port):
 		go func() {
 			done <- h.execute(t, tryPy+`import time
 def main(port):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(('0.0.0.0', port))
-    s.listen()
+    def listen():
+        s = socket.socket()
+        s.bind(('0.0.0.0', port))
+        s.listen()
+    r = tr(listen)
     time.sleep(1.0)
-    return {'bound': s.getsockname()[1], 'self_connect': tr(lambda: conn('127.0.0.1', port))}
+    return {'listen': r, 'self_connect': tr(lambda: conn('127.0.0.1', port))}
 `, fmt.Sprintf(`"input": %d`, free))
 		}()
 		time.Sleep(500 * time.Millisecond)
@@ -336,12 +328,8 @@ def main(port):
 			t.Errorf("the host reached a port the script listens on inside the jail")
 		}
 		r := <-done
-		if cellMode() {
-			h.expect(t, r, 422, "runtime_error") // socket() itself is denied
-		} else {
-			h.expect(t, r, 200, "")
-			jsonEq(t, r.Body["result"], fmt.Sprintf(`{"bound": %d, "self_connect": ["OSError", 101]}`, free))
-		}
+		h.expect(t, r, 200, "")
+		jsonEq(t, r.Body["result"], `{"listen": ["PermissionError", 1], "self_connect": ["PermissionError", 1]}`)
 		h.hello(t)
 	})
 }
@@ -351,15 +339,16 @@ const tenantA = `import os, time, ctypes, socket
 def main():
     open('/tmp/secret', 'w').write('card 4242 4242 4242 4242')
     try:
-        s = socket.socket(socket.AF_UNIX)  # denied in a cell: see tenantB
+        s = socket.socket(socket.AF_UNIX)
         s.bind('\0tenant-a')
         s.listen()
-    except PermissionError:
-        pass
+        sock = 'listening'
+    except OSError as e:
+        sock = e.errno  # seccomp: no socket() in a jail
     libc = ctypes.CDLL(None, use_errno=True)
-    shm = libc.shmget(0x5ec, 4096, 0o1000 | 0o666)  # IPC_CREAT
+    shm = libc.shmget(0x5ec, 4096, 0o1000 | 0o666)  # IPC_CREAT; seccomp: EPERM
     time.sleep(1.5)
-    return {'file': open('/tmp/secret').read(), 'shm': shm >= 0, 'pid': os.getpid()}
+    return {'file': open('/tmp/secret').read(), 'socket': sock, 'shm': shm >= 0, 'pid': os.getpid()}
 `
 
 // tenantB hunts for A's files, processes, sockets and shared memory.
@@ -405,13 +394,12 @@ func (h *hostile) testTenants(t *testing.T) {
 		a := <-done
 		h.expect(t, b, 200, "")
 		h.expect(t, a, 200, "")
-		// B sees its own empty /tmp, only itself in /proc, finds nothing,
-		// kills nothing, reaches neither A's socket (ECONNREFUSED; in a
-		// cell, neither can open one: EPERM) nor its shared memory (ENOENT).
-		sock := map[bool]string{false: "111", true: "1"}[cellMode()]
-		jsonEq(t, b.Body["result"], `{"tmp": [], "pids": ["1"], "found": [], "killed": [], "socket": `+sock+`, "shm": [-1, 2]}`)
+		// B sees its own empty /tmp, only itself in /proc, finds nothing and
+		// kills nothing. Neither can create a socket or SysV shared memory
+		// (seccomp: EPERM), so there is no name for the other to reach.
+		jsonEq(t, b.Body["result"], `{"tmp": [], "pids": ["1"], "found": [], "killed": [], "socket": 1, "shm": [-1, 1]}`)
 		// A ran undisturbed to its end.
-		jsonEq(t, a.Body["result"], `{"file": "card 4242 4242 4242 4242", "shm": true, "pid": 1}`)
+		jsonEq(t, a.Body["result"], `{"file": "card 4242 4242 4242 4242", "socket": 1, "shm": false, "pid": 1}`)
 		h.hello(t)
 	})
 }

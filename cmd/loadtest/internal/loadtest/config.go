@@ -97,7 +97,7 @@ func ParseFlags(args []string, usage io.Writer) (*Config, error) {
 		timeout     = fs.Duration("timeout", 30*time.Second, "per-request timeout (client side)")
 		apiKey      = fs.String("api-key", "", "sent as 'Authorization: Bearer <key>' (default: $"+APIKeyEnv+")")
 		asJSON      = fs.Bool("json", false, "print the summary as JSON instead of a table")
-		htmlPath    = fs.String("html", "", "write an interactive HTML latency plot to this file")
+		htmlPath    = fs.String("html", "", "write the HTML report (latency percentiles, throughput by status, histogram, summary) to this file")
 		progress    = fs.Duration("progress", 0, "print a one-line progress report to stderr at this interval (0 = off)")
 	)
 

@@ -1,7 +1,6 @@
 package loadtest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
-	"github.com/tsenart/vegeta/v12/lib/plot"
 )
 
 // Exit codes of Main.
@@ -28,10 +26,6 @@ const (
 	// preflightTimeout caps the start-up reachability check independently of
 	// -timeout, which may legitimately be minutes for slow scripts.
 	preflightTimeout = 5 * time.Second
-	// plotPointsPerSeries keeps the HTML file small enough for a browser to
-	// open after a long run; vegeta downsamples with LTTB, which preserves
-	// the spikes a person is looking for.
-	plotPointsPerSeries = 4000
 )
 
 // Main is the whole command: parse args, check the target, run, report.
@@ -47,7 +41,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitUsage
 	}
 
-	// Create the plot file before sending any load so that a typo in its
+	// Create the report file before sending any load so that a typo in its
 	// directory does not throw away a long run's results at the end.
 	var htmlFile *os.File
 	if cfg.HTMLPath != "" {
@@ -62,12 +56,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "loadtest: target unreachable: %v\n", err)
 		if htmlFile != nil {
 			htmlFile.Close()
-			os.Remove(cfg.HTMLPath) // don't leave an empty "plot" behind
+			os.Remove(cfg.HTMLPath) // don't leave an empty report behind
 		}
 		return ExitFailure
 	}
 
-	sum, plt, err := Run(ctx, cfg, stderr)
+	sum, rep, err := Run(ctx, cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "loadtest: %v\n", err)
 		return ExitFailure
@@ -75,7 +69,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	code := ExitOK
 	if htmlFile != nil {
-		if err = writePlot(htmlFile, plt); err == nil {
+		if err = rep.WriteHTML(htmlFile, cfg, sum, time.Now()); err == nil {
 			err = htmlFile.Close()
 		}
 		if err != nil {
@@ -98,51 +92,6 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitFailure
 	}
 	return code
-}
-
-// vegetaSeriesOpts is how vegeta v12.13's plot template configures each
-// series. It hides points and breaks lines at gaps, so a series whose samples
-// are isolated (a few 429s among many OKs: every other series is NaN at their
-// timestamps) draws nothing at all. spanGaps joins them so error series are
-// visible. If a vegeta upgrade changes the template this is a no-op and the
-// plot is merely as vegeta draws it
-// (TestHTMLPlotFileIsWrittenAndContainsTheLatencyChart notices).
-const (
-	vegetaSeriesOpts  = "points: { show: false },"
-	patchedSeriesOpts = "points: { show: false }, spanGaps: true,"
-)
-
-func writePlot(w io.Writer, plt *plot.Plot) error {
-	plt.Close()
-	var buf bytes.Buffer
-	if _, err := plt.WriteTo(&buf); err != nil {
-		return err
-	}
-	html := bytes.Replace(buf.Bytes(), []byte(vegetaSeriesOpts), []byte(patchedSeriesOpts), 1)
-	_, err := w.Write(html)
-	return err
-}
-
-// plotLabel splits the plot into series a person can tell apart: "ERROR"
-// in a label makes vegeta draw it in red. Labels are a small fixed set so a
-// server returning many odd statuses cannot produce an unreadable legend.
-func plotLabel(warmup bool, r *vegeta.Result) string {
-	switch {
-	case warmup:
-		return "WARMUP"
-	case r.Code == 0:
-		return "ERROR transport"
-	case isSuccess(r.Code):
-		return "OK"
-	case r.Code == http.StatusTooManyRequests:
-		return "ERROR 429"
-	case r.Code >= 400 && r.Code < 500:
-		return "ERROR 4xx"
-	case r.Code >= 500 && r.Code < 600:
-		return "ERROR 5xx"
-	default:
-		return "ERROR other"
-	}
 }
 
 func modeDescription(cfg *Config) string {
@@ -177,10 +126,10 @@ func CheckReachable(ctx context.Context, rawURL string) error {
 }
 
 // Run sends the load described by cfg and returns its summary and, when
-// cfg.HTMLPath is set, the latency plot of every result (nil otherwise).
+// cfg.HTMLPath is set, the data of the HTML report (nil otherwise).
 // Progress lines (if cfg.Progress > 0) go to progressOut. Cancelling ctx
 // stops the attack early; the summary then has Interrupted set.
-func Run(ctx context.Context, cfg *Config, progressOut io.Writer) (*Summary, *plot.Plot, error) {
+func Run(ctx context.Context, cfg *Config, progressOut io.Writer) (*Summary, *Report, error) {
 	header := http.Header{}
 	header.Set("Content-Type", "application/json")
 	header.Set("User-Agent", "secure-script-executor-loadtest")
@@ -240,13 +189,9 @@ func Run(ctx context.Context, cfg *Config, progressOut io.Writer) (*Summary, *pl
 	if cfg.Batch {
 		name = "batch"
 	}
-	var plt *plot.Plot
+	var rep *Report
 	if cfg.HTMLPath != "" {
-		plt = plot.New(
-			plot.Title(fmt.Sprintf("loadtest %s (%s)", cfg.URL, modeDescription(cfg))),
-			plot.Downsample(plotPointsPerSeries),
-			plot.Label(func(r *vegeta.Result) string { return plotLabel(col.InWarmup(r), r) }),
-		)
+		rep = NewReport(start, warmupEnd, cfg.Warmup+cfg.Duration)
 	}
 	results := atk.Attack(targeter, pacer, cfg.Warmup+cfg.Duration, name)
 
@@ -262,20 +207,12 @@ func Run(ctx context.Context, cfg *Config, progressOut io.Writer) (*Summary, *pl
 				stopProgress()
 				sum := col.Summary(cfg)
 				sum.Interrupted = interrupted
-				return sum, plt, nil
+				return sum, rep, nil
 			}
 			col.Add(r)
-			if plt != nil {
-				// Warmup results go in too (labelled): the plot orders
-				// points by sequence number and would stall on a gap.
-				if err := plt.Add(r); err != nil {
-					atk.Stop()
-					go func() { // let vegeta's workers finish and exit
-						for range results {
-						}
-					}()
-					return nil, nil, fmt.Errorf("plot: %w", err)
-				}
+			if rep != nil {
+				// Warmup results go in too: the charts show them, shaded.
+				rep.Add(r)
 			}
 		case <-done:
 			// Stop sending; in-flight requests still complete and are
