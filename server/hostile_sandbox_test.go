@@ -482,6 +482,12 @@ def main():
 			if len(p.uids) != 4 || !inJailRange(p.uids[0]) {
 				continue
 			}
+			if p.name == "nsjail" {
+				// A replacement jail being set up: nsjail's child has taken
+				// the jail's uid and not yet dropped the rest and exec'd the
+				// worker. What runs a script is checked once it has.
+				continue
+			}
 			if isZygote(p) {
 				// A cell's zygote keeps its capabilities inside the cell's
 				// own user namespace (it makes the children's namespaces);
