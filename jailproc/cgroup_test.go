@@ -28,11 +28,34 @@ type fakeCgroupFS struct {
 	beforeWrite func(rel, data string) error
 	// beforeRemove, when set, runs before each rmdir.
 	beforeRemove func(rel string)
+	// groupFiles are the control files the "kernel" puts in a new group.
+	groupFiles map[string]string
+}
+
+// v2GroupFiles is what a cgroup v2 kernel of 5.19 or later shows in a new
+// group with memory, pids and cpu enabled (the files the supervisor reads).
+var v2GroupFiles = map[string]string{
+	"cgroup.procs":  "",
+	"cpu.stat":      "usage_usec 0\nuser_usec 0\nsystem_usec 0\n",
+	"memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n",
+	"memory.peak":   "0\n",
+}
+
+func (f *fakeCgroupFS) mkdir(dir string) error {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return err
+	}
+	for name, content := range f.groupFiles {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func newFakeCgroupFS(t *testing.T, files map[string]string) *fakeCgroupFS {
 	t.Helper()
-	f := &fakeCgroupFS{t: t, root: t.TempDir()}
+	f := &fakeCgroupFS{t: t, root: t.TempDir(), groupFiles: v2GroupFiles}
 	for name, content := range files {
 		p := filepath.Join(f.root, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -42,9 +65,9 @@ func newFakeCgroupFS(t *testing.T, files map[string]string) *fakeCgroupFS {
 			t.Fatal(err)
 		}
 	}
-	old, oldRemove := cgroupWriteFile, cgroupRemoveDir
-	cgroupWriteFile, cgroupRemoveDir = f.write, f.removeDir
-	t.Cleanup(func() { cgroupWriteFile, cgroupRemoveDir = old, oldRemove })
+	old, oldMkdir, oldRemove := cgroupWriteFile, cgroupMkdir, cgroupRemoveDir
+	cgroupWriteFile, cgroupMkdir, cgroupRemoveDir = f.write, f.mkdir, f.removeDir
+	t.Cleanup(func() { cgroupWriteFile, cgroupMkdir, cgroupRemoveDir = old, oldMkdir, oldRemove })
 	return f
 }
 

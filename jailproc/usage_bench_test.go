@@ -2,6 +2,7 @@ package jailproc
 
 import (
 	"context"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -21,12 +22,17 @@ func BenchmarkWarmRunUsage(b *testing.B) {
 	}
 	defer s.Close()
 	req := executor.Request{Mode: executor.ModeSingle, Script: []byte("def main():\n    print('hello')\n    return {'msg': 'done'}\n")}
-	// The two variants alternate run by run, so that the machine's load
-	// (shared with other test suites) weighs on both alike.
+	// The two variants alternate in pairs of random order, so that the
+	// machine's load (shared with other test suites) and any effect of the
+	// run before weigh on both alike.
 	lat := map[bool][]time.Duration{}
 	defer func() { measureUsage = true }()
+	first := false
 	for i := range 2 * b.N {
-		on := i%2 == 1
+		if i%2 == 0 {
+			first = rand.IntN(2) == 1
+		}
+		on := first == (i%2 == 0)
 		measureUsage = on
 		p, err := s.Start(context.Background())
 		if err != nil {

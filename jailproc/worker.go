@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -66,6 +65,15 @@ func (e exitStatus) String() string {
 
 // worker is one warm, single-use Python worker as the run protocol sees it,
 // whichever backend holds its process.
+//
+// A backend plugs in by: making the worker's group (Supervisor.cg.newGroup
+// with Supervisor.groupLimits) before the worker can run anything; wrapping
+// the worker's control socket (its fd 3) and the write end of its stdin in
+// newWorker with its own workerProc; awaitReady (the versioned ready line);
+// join (moves hostPID into the group; the worker must then be its only
+// process); then run, once. To destroy it: proc.stop, then release (whose
+// error, a group that could not be removed, is the backend's Kill error),
+// then free the uid.
 type worker struct {
 	cfg   *Config
 	proc  workerProc
@@ -75,9 +83,6 @@ type worker struct {
 	stdin *os.File
 	// group is the worker's own cgroup, nil without cgroups.
 	group *workerGroup
-	// joinCPU is the CPU time the main process had used when it joined its
-	// group (the group does not count it; RLIMIT_CPU does).
-	joinCPU time.Duration
 
 	used atomic.Bool
 }
@@ -117,7 +122,6 @@ func (w *worker) join() error {
 	if pid <= 0 {
 		return errors.New("the worker's host pid is unknown: it cannot be put in its cgroup")
 	}
-	w.joinCPU = processCPU(pid)
 	return w.group.attach(pid)
 }
 
@@ -132,30 +136,4 @@ func (w *worker) release() error {
 		return nil
 	}
 	return w.group.remove()
-}
-
-// clockTick is the unit of utime and stime in /proc/<pid>/stat (USER_HZ,
-// 100 on every Linux the server runs on).
-const clockTick = 10 * time.Millisecond
-
-// processCPU is the user+system CPU time of the process pid so far, from
-// /proc/<pid>/stat, or 0 when it cannot be read.
-func processCPU(pid int) time.Duration {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	// comm (field 2) may contain spaces and parentheses: the fields after
-	// the last ')' start with field 3 (state).
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64) // field 14
-	stime, _ := strconv.ParseInt(f[12], 10, 64) // field 15
-	return time.Duration(utime+stime) * clockTick
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -31,6 +32,11 @@ type workerGroup struct {
 	dirs                    []string // every folder created, in creation order
 	memsw                   bool     // v1: memory.memsw.limit_in_bytes exists
 	memLimit                int64    // the memory limit in force
+	// cpuStat and memPeak are the usage counters, opened when the group is
+	// made (nil when the kernel has none): an open of a cgroup file costs
+	// 15-90 us here, a read of an open one about 1 us, and usage is read on
+	// every run.
+	cpuStat, memPeak *os.File
 }
 
 // groupLimits are what a new group enforces.
@@ -105,12 +111,32 @@ func (s *cgroupSetup) newGroup(lim groupLimits) (_ *workerGroup, err error) {
 		if dir == "" || containsString(g.dirs, dir) {
 			continue
 		}
-		if err := os.Mkdir(dir, 0o755); err != nil {
+		if err := cgroupMkdir(dir); err != nil {
 			return nil, fmt.Errorf("create worker cgroup: %w", err)
 		}
 		g.dirs = append(g.dirs, dir)
 	}
-	return g, g.setLimits(lim)
+	if err := g.setLimits(lim); err != nil {
+		return nil, err
+	}
+	g.openCounters()
+	return g, nil
+}
+
+// openCounters opens the files usage reads; a missing one stays nil and its
+// value unmeasured.
+func (g *workerGroup) openCounters() {
+	cpu, peak := filepath.Join(g.cpuacct, "cpu.stat"), filepath.Join(g.mem, "memory.peak")
+	if g.version == CgroupV1 {
+		cpu, peak = filepath.Join(g.cpuacct, "cpuacct.usage"), filepath.Join(g.mem, "memory.max_usage_in_bytes")
+		if g.cpuacct == "" {
+			cpu = ""
+		}
+	}
+	if cpu != "" {
+		g.cpuStat, _ = os.Open(cpu)
+	}
+	g.memPeak, _ = os.Open(peak)
 }
 
 func containsString(list []string, s string) bool {
@@ -221,22 +247,34 @@ type groupUsage struct {
 // reported as not measured, never estimated.
 func (g *workerGroup) usage() groupUsage {
 	var u groupUsage
-	if g.version == CgroupV2 {
-		if b, err := os.ReadFile(filepath.Join(g.cpuacct, "cpu.stat")); err == nil {
+	var buf [512]byte // cpu.stat is a few lines
+	if b, ok := readAt(g.cpuStat, buf[:]); ok {
+		if g.version == CgroupV2 {
 			if us, ok := keyedValue(b, "usage_usec"); ok {
 				u.cpu, u.cpuOK = time.Duration(us)*time.Microsecond, true
 			}
-		}
-		u.memPeak, u.memPeakOK = readInt(filepath.Join(g.mem, "memory.peak"))
-		return u
-	}
-	if g.cpuacct != "" {
-		if ns, ok := readInt(filepath.Join(g.cpuacct, "cpuacct.usage")); ok {
+		} else if ns, err := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64); err == nil {
 			u.cpu, u.cpuOK = time.Duration(ns), true
 		}
 	}
-	u.memPeak, u.memPeakOK = readInt(filepath.Join(g.mem, "memory.max_usage_in_bytes"))
+	if b, ok := readAt(g.memPeak, buf[:]); ok {
+		n, err := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
+		u.memPeak, u.memPeakOK = n, err == nil
+	}
 	return u
+}
+
+// readAt reads an open cgroup file from its start: the kernel makes its
+// content anew on every read at offset 0.
+func readAt(f *os.File, buf []byte) ([]byte, bool) {
+	if f == nil {
+		return nil, false
+	}
+	n, err := f.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) || n == 0 {
+		return nil, false
+	}
+	return buf[:n], true
 }
 
 // oomKilled reports whether the kernel's OOM killer killed a process of
@@ -277,6 +315,12 @@ const (
 // remove deletes the group's folders. Its processes must be dead (or
 // dying). Safe on a group already removed.
 func (g *workerGroup) remove() error {
+	for _, f := range []*os.File{g.cpuStat, g.memPeak} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	g.cpuStat, g.memPeak = nil, nil
 	var errs []error
 	for i := len(g.dirs) - 1; i >= 0; i-- {
 		var err error
@@ -296,6 +340,10 @@ func (g *workerGroup) remove() error {
 	}
 	return errors.Join(errs...)
 }
+
+// cgroupMkdir creates one cgroup folder; the kernel fills it with its
+// control files. Tests replace it on a fake cgroupfs.
+var cgroupMkdir = func(dir string) error { return os.Mkdir(dir, 0o755) }
 
 // cgroupRemoveDir removes one cgroup folder (rmdir, which the kernel allows
 // with the control files inside). Tests replace it on a fake cgroupfs.

@@ -22,8 +22,11 @@ const ceilingScript = "import json"
 // newJails makes jailproc supervisors with the server's default limits, so
 // that a ceiling jail is built by the same code, with the same options, as a
 // server's jail; only the program differs. cgroups and seccomp can be left
-// out for the breakdown of a spawn's cost.
-func newJails(o Options, parent string, cgroups, seccomp bool) (*jailproc.Supervisor, error) {
+// out for the breakdown of a spawn's cost. slot (0, 1, 2) picks the 64 uids
+// the supervisor claims host-wide: supervisors that live at the same time
+// cannot claim the same uids, and a claim takes whole 64-uid chunks, so the
+// slots are 128 apart. Slot 0 covers the loops' UIDBase+i.
+func newJails(o Options, parent string, cgroups, seccomp bool, slot int) (*jailproc.Supervisor, error) {
 	if st, err := os.Stat(o.Nsjail); err != nil || st.IsDir() {
 		return nil, fmt.Errorf("nsjail not found at %s (run `make setup`)", o.Nsjail)
 	}
@@ -41,15 +44,15 @@ func newJails(o Options, parent string, cgroups, seccomp bool) (*jailproc.Superv
 	if !seccomp {
 		cfg.SeccompPolicy = jailproc.SeccompNone
 	}
-	// The uid range is for Start, which the bench does not use: every loop
-	// gets its own uid through CommandLine.
-	return jailproc.New(cfg, jailproc.UIDRange{Base: o.UIDBase, Size: 1})
+	// The bench does not use Start: every loop gets its own uid through
+	// CommandLine, UIDBase+i, inside slot 0's range.
+	return jailproc.New(cfg, jailproc.UIDRange{Base: o.UIDBase + 128*slot, Size: 64})
 }
 
 // cgroupParents lists the parent groups jailproc created for parent.
 func cgroupParents(root, parent string) []string {
 	var dirs []string
-	for _, d := range []string{filepath.Join(root, "memory", parent), filepath.Join(root, "pids", parent), filepath.Join(root, "cpu", parent), filepath.Join(root, parent)} {
+	for _, d := range []string{filepath.Join(root, "memory", parent), filepath.Join(root, "pids", parent), filepath.Join(root, "cpu", parent), filepath.Join(root, "cpuacct", parent), filepath.Join(root, parent)} {
 		if st, err := os.Stat(d); err == nil && st.IsDir() {
 			dirs = append(dirs, d)
 		}
@@ -58,13 +61,15 @@ func cgroupParents(root, parent string) []string {
 }
 
 // removeCgroupDirs removes the given parent groups and any empty NSJAIL.*
-// group nsjail left in them. Groups still holding tasks are retried briefly.
+// group nsjail left in them (or sse-* worker group a server left). Groups still holding tasks are retried briefly.
 func removeCgroupDirs(dirs []string) error {
 	var errs []error
 	for _, dir := range dirs {
 		var err error
 		for try := 0; try < 20; try++ {
 			children, _ := filepath.Glob(filepath.Join(dir, "NSJAIL.*"))
+			workers, _ := filepath.Glob(filepath.Join(dir, "sse-*"))
+			children = append(children, workers...)
 			for _, ch := range children {
 				os.Remove(ch)
 			}
@@ -197,7 +202,7 @@ func measureCeiling(ctx context.Context, o Options, logf func(string, ...any)) (
 			logf("bench: cleaning up cgroups: %v", err)
 		}
 	}()
-	full, err := newJails(o, parent, true, true)
+	full, err := newJails(o, parent, true, true, 0)
 	if err != nil {
 		return c, fmt.Errorf("the ceiling jails: %w", err)
 	}
@@ -230,12 +235,12 @@ func measureCeiling(ctx context.Context, o Options, logf func(string, ...any)) (
 	if o.BreakdownDuration <= 0 {
 		return c, nil
 	}
-	bare, err := newJails(o, parent, false, false)
+	bare, err := newJails(o, parent, false, false, 1)
 	if err != nil {
 		return c, err
 	}
 	defer bare.Close()
-	noSeccomp, err := newJails(o, parent, true, false)
+	noSeccomp, err := newJails(o, parent, true, false, 2)
 	if err != nil {
 		return c, err
 	}
