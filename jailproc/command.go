@@ -255,6 +255,23 @@ func (s *Supervisor) jailArgs(hostUID int, extraBinds []string) []string {
 		"--rlimit_nproc", strconv.Itoa(c.MaxProcs),
 		"--rlimit_stack", "8",
 		"--rlimit_core", "0",
+	}
+	a = append(a, s.fsEnvArgs(extraBinds)...)
+	switch c.SeccompPolicy {
+	case "":
+		a = append(a, "--seccomp_string", DefaultSeccompPolicy)
+	case SeccompNone:
+	default:
+		a = append(a, "--seccomp_policy", c.SeccompPolicy)
+	}
+	return a
+}
+
+// fsEnvArgs is what jails and cells share: the private /tmp, the environment
+// and the read-only view of the host (interpreter, libraries, extraBinds).
+func (s *Supervisor) fsEnvArgs(extraBinds []string) []string {
+	c := s.cfg
+	a := []string{
 		"--mount", "none:/tmp:tmpfs:size=" + strconv.FormatInt(c.TmpSize, 10) + ",mode=1777",
 		"--env", "LANG=C.UTF-8",
 		"--env", "HOME=/tmp",
@@ -270,13 +287,6 @@ func (s *Supervisor) jailArgs(hostUID int, extraBinds []string) []string {
 	}
 	for _, sl := range s.layout.symlinks {
 		a = append(a, "--symlink", sl)
-	}
-	switch c.SeccompPolicy {
-	case "":
-		a = append(a, "--seccomp_string", DefaultSeccompPolicy)
-	case SeccompNone:
-	default:
-		a = append(a, "--seccomp_policy", c.SeccompPolicy)
 	}
 	return a
 }

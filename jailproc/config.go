@@ -88,6 +88,18 @@ type Config struct {
 	// DefaultSeccompPolicy; SeccompNone disables filtering.
 	SeccompPolicy string
 
+	// Isolation is how workers are made: IsolationJail, one nsjail and one
+	// Python start per worker; IsolationCell, single-use children forked by a
+	// zygote inside a long-lived nsjail (docs/SECURITY.md compares the two).
+	// Default IsolationJail.
+	Isolation Isolation
+	// CellMaxForks is how many workers one cell forks before it is replaced
+	// (cell isolation). Default 10000.
+	CellMaxForks int
+	// CellMaxAge is how long a cell forks workers before it is replaced (cell
+	// isolation). Default 10m.
+	CellMaxAge time.Duration
+
 	// Log receives nsjail's own diagnostics (never sent to clients). nil
 	// discards them.
 	Log func(msg string, args ...any)
@@ -104,6 +116,18 @@ const (
 	CgroupsRequired CgroupMode = "required"
 	// CgroupsOff never uses cgroups (rlimits only).
 	CgroupsOff CgroupMode = "off"
+)
+
+// Isolation says how each worker is sandboxed.
+type Isolation string
+
+const (
+	// IsolationJail starts one nsjail per worker.
+	IsolationJail Isolation = "jail"
+	// IsolationCell forks each worker from a zygote in a long-lived nsjail;
+	// every child gets its own uid, pid, mount, ipc and uts namespaces,
+	// cgroup, rlimits and seccomp filter.
+	IsolationCell Isolation = "cell"
 )
 
 const mib = 1 << 20
@@ -154,6 +178,15 @@ func (c Config) withDefaults() Config {
 	if c.CgroupParent == "" {
 		c.CgroupParent = "executor"
 	}
+	if c.Isolation == "" {
+		c.Isolation = IsolationJail
+	}
+	if c.CellMaxForks == 0 {
+		c.CellMaxForks = 10000
+	}
+	if c.CellMaxAge == 0 {
+		c.CellMaxAge = 10 * time.Minute
+	}
 	if c.UIDLockDir == "" {
 		c.UIDLockDir = "/run/executor/uids"
 	}
@@ -185,6 +218,14 @@ func (c Config) validate() error {
 	case CgroupsAuto, CgroupsRequired, CgroupsOff:
 	default:
 		return fmt.Errorf("cgroup mode %q is not auto, required or off", c.Cgroups)
+	}
+	switch c.Isolation {
+	case IsolationJail, IsolationCell:
+	default:
+		return fmt.Errorf("isolation %q is not jail or cell", c.Isolation)
+	}
+	if c.CellMaxForks < 0 || c.CellMaxAge < 0 {
+		return errors.New("cell limits must not be negative")
 	}
 	if c.Timeout < 0 || c.CPUMsPerSec < 0 || c.StartTimeout < 0 || c.MemoryLimit < 0 || c.AddressSpaceLimit < 0 ||
 		c.MaxProcs < 0 || c.MaxOpenFiles < 0 || c.TmpSize < 0 || c.MaxStdout < 0 || c.MaxStderr < 0 || c.MaxResult < 0 {

@@ -27,6 +27,7 @@ type Supervisor struct {
 	uidClaim  *uidClaim
 	workerDir string // private folder holding workerPyc
 	workerPyc string
+	cells     *cellSetup // cell isolation only
 }
 
 // UIDRange is the block of unprivileged host uids given to jails, one per live
@@ -69,11 +70,17 @@ func New(c Config, uids UIDRange) (_ *Supervisor, err error) {
 	if n := cg.removeStale(); n > 0 {
 		c.Log("jailproc: removed cgroups left by jails of an earlier run", "count", n)
 	}
+	var cells *cellSetup
+	if c.Isolation == IsolationCell {
+		if cells, err = prepareCells(c, uids); err != nil {
+			return nil, fmt.Errorf("jailproc: %w", err)
+		}
+	}
 	dir, pyc, err := compileWorker(l.python)
 	if err != nil {
 		return nil, fmt.Errorf("jailproc: %w", err)
 	}
-	return &Supervisor{cfg: c, layout: l, cg: cg, uidRange: uids, uids: newUIDRange(uids.Base, uids.Size), uidClaim: claim, workerDir: dir, workerPyc: pyc}, nil
+	return &Supervisor{cfg: c, layout: l, cg: cg, uidRange: uids, uids: newUIDRange(uids.Base, uids.Size), uidClaim: claim, workerDir: dir, workerPyc: pyc, cells: cells}, nil
 }
 
 // Close removes the supervisor's files and its cgroup parents and releases
@@ -81,6 +88,9 @@ func New(c Config, uids UIDRange) (_ *Supervisor, err error) {
 // another server sharing it is left alone: rmdir fails on a cgroup that has
 // children.
 func (s *Supervisor) Close() error {
+	if s.cells != nil {
+		s.cells.close() // every cell and every process of it gone
+	}
 	s.cg.removeParents()
 	s.uidClaim.release()
 	return os.RemoveAll(s.workerDir)
@@ -114,6 +124,9 @@ type Process struct {
 	exited   chan struct{} // closed once nsjail has been reaped
 	exitCode int           // nsjail's exit status, valid after exited
 
+	// cc is the cell backend's child (cell isolation); nil for a jail.
+	cc *cellChild
+
 	stopOnce sync.Once
 	killOnce sync.Once
 	killErr  error
@@ -127,6 +140,9 @@ var _ workerProc = (*Process)(nil)
 // context that is cancelled as soon as pre-warming returns; tying the process
 // to it would kill every warm worker.)
 func (s *Supervisor) Start(ctx context.Context) (_ *Process, err error) {
+	if s.cells != nil {
+		return s.startCellChild(ctx)
+	}
 	uid, err := s.uids.take()
 	if err != nil {
 		return nil, err
@@ -329,8 +345,13 @@ func (p *Process) StartedAt() time.Time { return p.started }
 // UID is the host uid the jail's processes run as.
 func (p *Process) UID() int { return p.uid }
 
-// Pid is nsjail's host pid.
-func (p *Process) Pid() int { return p.cmd.Process.Pid }
+// Pid is nsjail's host pid (cell isolation: the child's).
+func (p *Process) Pid() int {
+	if p.cc != nil {
+		return p.cc.pid
+	}
+	return p.cmd.Process.Pid
+}
 
 // Run hands req to the worker and returns how the run ended. The process is
 // spent afterwards whatever happened: the caller must Kill it. A non-nil error
@@ -349,6 +370,9 @@ func (p *Process) Kill() error {
 }
 
 func (p *Process) kill() error {
+	if p.cc != nil {
+		return p.killCellChild()
+	}
 	p.stop()
 	err := p.w.release()
 	p.s.uids.put(p.uid)

@@ -258,9 +258,12 @@ func (w *worker) died() executor.Result {
 		return w.limit(executor.StatusRuntimeError, "the script closed the worker's result channel without a result")
 	}
 	st := w.proc.exitStatus()
+	if st.CellLost {
+		return failed(executor.StatusRuntimeError, "the sandbox cell running the script failed before the script finished; the run did not complete, retry it")
+	}
 	switch st.Signal {
 	case 0:
-		return failed(executor.StatusRuntimeError, fmt.Sprintf("the script's process exited with status %d before main returned", st.Code))
+		return failed(executor.StatusRuntimeError, fmt.Sprintf("the script's process ended with exit status %d before main returned", st.Code))
 	case syscall.SIGKILL:
 		return w.killed()
 	case syscall.SIGXCPU:

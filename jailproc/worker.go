@@ -47,6 +47,9 @@ type exitStatus struct {
 	// death by signal N. nsjail reports both as exit status 128+N; the
 	// jail backend then reports Signal N with Ambiguous set.
 	Ambiguous bool
+	// CellLost is set when the worker's cell (its zygote) died under it: it
+	// was killed with the cell, whatever its script did.
+	CellLost bool
 }
 
 func (e exitStatus) String() string {

@@ -771,25 +771,47 @@ def _prewarm():
         pass
 
 
-def _start():
-    arg = sys.argv[1] if len(sys.argv) > 1 else ''
-    parts = arg.split(';', 2)
-    if len(parts) != 3 or parts[0] != 'v1':
-        _fail_start('configuration %r is not v1;<preload>;<paths>' % arg[:200])
-    sys.path.extend([p for p in parts[2].split(':') if p])
-    for name in [m for m in parts[1].split(',') if m]:
+def _configure(paths, preload):
+    sys.path.extend([p for p in paths.split(':') if p])
+    for name in [m for m in preload.split(',') if m]:
         try:
             __import__(name)
         except BaseException as e:
             _fail_start('%s: %s' % (name, _exc_line(e)))
     sys.argv[:] = ['<script>']
     _prewarm()
+
+
+def _ready():
     try:
         sock = _socket.socket(fileno=3)
         sock.sendall(b'SSE-READY 1\n')
     except BaseException as e:
         _die(3, 'control socket: %s' % e)
     return sock
+
+
+class _BecomeWorker(BaseException):
+    # Raised in a zygote's child once it is a sandboxed worker: it unwinds the
+    # zygote's frames, so that the script runs at the stack depth of a jail's
+    # worker (the same recursion limit, the same tracebacks).
+    def __init__(self, sock):
+        self.sock = sock
+
+
+def _start():
+    arg = sys.argv[1] if len(sys.argv) > 1 else ''
+    if arg.startswith('z1;'):
+        try:
+            _zygote_main(arg)  # returns only in a forked child, as _BecomeWorker
+        except _BecomeWorker as e:
+            return e.sock
+        _exit(1)
+    parts = arg.split(';', 2)
+    if len(parts) != 3 or parts[0] != 'v1':
+        _fail_start('configuration %r is not v1;<preload>;<paths>' % arg[:200])
+    _configure(parts[2], parts[1])
+    return _ready()
 
 
 def _main():
@@ -807,5 +829,227 @@ def _main():
             payload = None
     _finish(sock, payload if payload is not None else MEMORY_PAYLOAD.decode('ascii'), limit)
 
+
+# ---- Cell mode: the zygote (docs/PROTOCOL.md, "Cells") ----
+#
+# Run as: python3 -I -S -B -X utf8 worker.pyc 'z1;<preload>;<paths>;<limits>;<filter>'
+# as pid 1 of a cell's nsjail, uid 0 of the cell's user namespace with the
+# capabilities nsjail kept, fd 3 a SOCK_SEQPACKET control socket to the server.
+# The zygote imports the preloads once, then forks one single-use worker per
+# request of the server. It never runs user code: each child makes itself a
+# sandbox (the steps of _Zygote._enter, in this order) and only then says it is
+# ready; user code arrives after that.
+
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWUTS = 0x04000000
+_CLONE_NEWIPC = 0x08000000
+_CLONE_NEWPID = 0x20000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_REC, _MS_PRIVATE = 0x4000, 0x40000
+_PR_CAPBSET_DROP = 24
+_PR_SET_SECCOMP = 22
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_DUMPABLE = 4
+_SECCOMP_MODE_FILTER = 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def _zygote_main(arg):
+    parts = arg.split(';')
+    if len(parts) != 5:
+        _fail_start('zygote configuration is not z1;<preload>;<paths>;<limits>;<filter>')
+    try:
+        import ctypes
+        import gc
+        import resource
+        import select
+        import signal
+        limits = [int(x) for x in parts[3].split(',')]
+        filt = bytes.fromhex(parts[4])
+        if len(limits) != 6 or not filt or len(filt) % 8:
+            raise ValueError('want 6 limits and a filter of 8-byte instructions')
+        libc = ctypes.CDLL(None, use_errno=True)
+    except BaseException as e:
+        _fail_start('zygote: ' + _exc_line(e))
+    _configure(parts[2], parts[1])
+    z = _Zygote(ctypes, libc, resource, select, signal, limits, filt)
+    gc.collect()
+    gc.freeze()  # the children's first collections do not touch (copy) our pages
+    try:
+        z.loop()
+    except _BecomeWorker:
+        raise
+    except BaseException as e:
+        _die(6, 'zygote: ' + _exc_line(e))  # pid 1 exits: the cell and its children end
+
+
+class _Zygote:
+    def __init__(self, ctypes, libc, resource, select, signal, limits, filt):
+        self.ctypes, self.libc, self.resource, self.select, self.signal = ctypes, libc, resource, select, signal
+        self.limits = limits  # RLIMIT_AS, RLIMIT_CPU (s), RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_NPROC, /tmp size
+        self.pending = {}  # cell pid of a live child -> its id (bytes)
+        self.ctrl = _socket.socket(fileno=3)
+
+        class FProg(ctypes.Structure):
+            _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.c_void_p)]
+
+        self.filt = ctypes.create_string_buffer(filt, len(filt))
+        self.fprog = FProg(len(filt) // 8, ctypes.cast(self.filt, ctypes.c_void_p))
+        self.pidns = posix.open('/proc/self/ns/pid', posix.O_RDONLY | posix.O_CLOEXEC)
+        self.wake_r, self.wake_w = posix.pipe()
+        posix.set_blocking(self.wake_r, False)
+        posix.set_blocking(self.wake_w, False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(self.wake_w)
+        self.ctrl.send(b'SSE-ZREADY 1')
+
+    def loop(self):
+        poll = self.select.poll()
+        poll.register(3, self.select.POLLIN)
+        poll.register(self.wake_r, self.select.POLLIN)
+        while True:
+            for fd, _ in poll.poll():
+                if fd == 3:
+                    self.command()
+                else:
+                    try:
+                        posix.read(self.wake_r, 512)
+                    except OSError:
+                        pass
+            self.reap()
+
+    def command(self):
+        try:
+            msg, anc, flags, _ = self.ctrl.recvmsg(256, _socket.CMSG_SPACE(8))
+        except InterruptedError:
+            return
+        fds = []
+        for level, kind, data in anc:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                for i in range(0, len(data) - len(data) % 4, 4):
+                    fds.append(int.from_bytes(data[i:i + 4], sys.byteorder, signed=True))
+        if not msg:
+            _exit(0)  # the server closed the cell: pid 1 exits, every child dies
+        f = msg.split(b' ')
+        if len(f) != 3 or f[0] != b'F' or not f[2].isdigit() or len(fds) != 2 or flags & _socket.MSG_CTRUNC:
+            _die(5, 'zygote: malformed fork request %r with %d descriptors' % (msg[:64], len(fds)))
+        self.fork(f[1], int(f[2]), fds[0], fds[1])
+
+    def fork(self, cid, uid, stdin_fd, res_fd):
+        # The child is pid 1 of a pid namespace of its own: unshare(NEWPID)
+        # makes the zygote's next child the first process of a new one; setns
+        # back to the zygote's own pid namespace right after the fork makes
+        # the one after that start another. One fork per child, and the zygote
+        # is its parent (it reaps it).
+        self.check(self.libc.unshare(_CLONE_NEWPID), 'unshare(CLONE_NEWPID)')
+        try:
+            pid = posix.fork()
+        except BaseException:
+            self.own_pidns()
+            raise
+        if pid == 0:
+            self.child(uid, stdin_fd, res_fd)  # never returns: exits or raises _BecomeWorker
+        self.own_pidns()
+        posix.close(stdin_fd)
+        posix.close(res_fd)
+        self.pending[pid] = cid
+
+    def own_pidns(self):
+        if self.libc.setns(self.pidns, _CLONE_NEWPID) != 0:
+            _die(7, 'zygote: setns back to its own pid namespace failed')
+
+    def reap(self):
+        while True:
+            try:
+                pid, status, ru = posix.wait4(-1, posix.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            cid = self.pending.pop(pid, None)
+            if cid is not None:
+                self.report(cid, status, ru)
+
+    def report(self, cid, status, ru):
+        cpu = int((ru.ru_utime + ru.ru_stime) * 1e6) if ru is not None else 0
+        rss = ru.ru_maxrss if ru is not None else 0
+        self.ctrl.send(b'X ' + cid + b' %d %d %d' % (status, cpu, rss))
+
+    def child(self, uid, stdin_fd, res_fd):
+        # In the forked child, pid 1 of its own pid namespace. Anything that
+        # fails ends it; once fd 3 is its result socket, the server is told why.
+        said = False
+        try:
+            self.signal.set_wakeup_fd(-1)
+            self.signal.signal(self.signal.SIGCHLD, self.signal.SIG_DFL)
+            self.ctrl.detach()  # fd 3 is replaced next; the object must not close it later
+            _dup2(res_fd, 3)
+            said = True
+            _dup2(stdin_fd, 0)
+            # Until the run's output pipes arrive, 1 and 2 are the read end of
+            # stdin: writes fail. Never the cell's own stdio.
+            _dup2(stdin_fd, 1)
+            _dup2(stdin_fd, 2)
+            # Step: fds 0-3 only.
+            posix.closerange(4, 1 << 20)
+            # Step: new mount, uts and ipc namespaces (the pid namespace is
+            # already its own: it is its pid 1).
+            self.check(self.libc.unshare(_CLONE_NEWNS | _CLONE_NEWUTS | _CLONE_NEWIPC), 'unshare')
+            self._enter(uid)
+            sock = _ready()
+        except BaseException as e:
+            if said:
+                try:
+                    _write(3, ('SSE-FAIL cell child set-up: %s\n' % _exc_line(e)).encode('utf-8', 'backslashreplace'))
+                except BaseException:
+                    pass
+            _exit(1)
+        raise _BecomeWorker(sock)
+
+    def _enter(self, uid):
+        L, ctypes, R = self.libc, self.ctypes, self.resource
+        # Step: mounts of our own: nothing propagates back to the cell; a
+        # private tmpfs /tmp; a /proc of our own pid namespace.
+        self.check(L.mount(None, b'/', None, _MS_REC | _MS_PRIVATE, None), 'make / private')
+        tmp = b'size=%d,mode=1777' % self.limits[5]
+        self.check(L.mount(b'none', b'/tmp', b'tmpfs', _MS_NOSUID | _MS_NODEV, tmp), 'mount /tmp')
+        # The same options as a jail's /proc (jailproc hardeningArgs): only
+        # the process folders, other uids' processes invisible, read-only.
+        self.check(L.mount(b'proc', b'/proc', b'proc', _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                           b'subset=pid,hidepid=invisible'), 'mount /proc')
+        # Step: rlimits, as nsjail sets them for a jail.
+        as_, cpu, fsize, nofile, nproc, _ = self.limits
+        for res, val in ((R.RLIMIT_AS, as_), (R.RLIMIT_CPU, cpu), (R.RLIMIT_FSIZE, fsize), (R.RLIMIT_NOFILE, nofile),
+                         (R.RLIMIT_NPROC, nproc), (R.RLIMIT_STACK, 8 << 20), (R.RLIMIT_CORE, 0)):
+            R.setrlimit(res, (val, val))
+        # Step: empty capability bounding set (while we still may drop).
+        for cap in range(64):
+            if L.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                if ctypes.get_errno() == 22:  # EINVAL: past the kernel's last capability
+                    break
+                self.check(-1, 'drop capability %d from the bounding set' % cap)
+        # Step: our own uid and gid, no supplementary groups. Leaving uid 0
+        # clears the permitted and effective capability sets.
+        posix.setgroups([])
+        posix.setresgid(uid, uid, uid)
+        posix.setresuid(uid, uid, uid)
+        # Step: no inheritable capabilities either.
+        hdr = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+        data = (ctypes.c_uint32 * 6)()
+        self.check(L.capset(hdr, data), 'capset')
+        # The uid change made the process non-dumpable, which hides its own
+        # /proc/self files (environ, fd, ...) from it. A jail's worker, fresh
+        # from execve, is dumpable; so is this child again. Only its own uid
+        # could use that, and the uid is its alone (ptrace is denied anyway).
+        self.check(L.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0), 'dumpable')
+        # Step: no new privileges, then the child's seccomp filter. From here
+        # on nothing can be undone: filters stack and cannot be removed.
+        self.check(L.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 'no_new_privs')
+        self.check(L.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(self.fprog), 0, 0), 'seccomp')
+
+    def check(self, ret, what):
+        if ret != 0:
+            e = self.ctypes.get_errno()
+            raise OSError(e, '%s: %s' % (what, posix.strerror(e)))
 
 _main()

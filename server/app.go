@@ -67,6 +67,9 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 		CgroupRoot:        cfg.CgroupRoot,
 		CgroupParent:      cfg.CgroupParent,
 		SeccompPolicy:     cfg.SeccompPolicy,
+		Isolation:         jailproc.Isolation(cfg.Isolation),
+		CellMaxForks:      cfg.CellMaxForks,
+		CellMaxAge:        cfg.CellMaxAge,
 		Log: func(msg string, args ...any) {
 			log.Warn(msg, args...)
 		},
@@ -215,7 +218,7 @@ func (a *App) Start() error {
 	a.stopSelf = cancel
 	go a.selftest(ctx)
 	a.log.Info("listening", "addr", ln.Addr().String(), "metrics_addr", a.cfg.MetricsAddr, "pool_mode", a.cfg.PoolMode,
-		"warm_workers", a.cfg.WarmWorkers, "max_workers", a.cfg.MaxWorkers, "api_keys", len(a.cfg.APIKeys), "nsjail", a.cfg.NsjailPath)
+		"isolation", a.cfg.Isolation, "warm_workers", a.cfg.WarmWorkers, "max_workers", a.cfg.MaxWorkers, "api_keys", len(a.cfg.APIKeys), "nsjail", a.cfg.NsjailPath)
 	return nil
 }
 

@@ -26,6 +26,9 @@ type config struct {
 	PythonPath    []string
 	Preload       []string
 	SeccompPolicy string
+	Isolation     string
+	CellMaxForks  int
+	CellMaxAge    time.Duration
 
 	PoolMode       string
 	WarmWorkers    int
@@ -154,6 +157,9 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.Var(listValue{&c.Preload, ","}, "preload", "comma-separated modules every warm worker imports before it is ready")
 	fs.StringVar(&c.SeccompPolicy, "seccomp-policy", "", "kafel seccomp policy file for the jail (default: the policy built into the server; \"none\" disables)")
 
+	fs.StringVar(&c.Isolation, "isolation", "cell", "cell: workers forked by a zygote in a long-lived nsjail, each with its own uid, namespaces, cgroup and seccomp filter (amd64); jail: one nsjail and one Python start per worker (docs/SECURITY.md compares them)")
+	fs.IntVar(&c.CellMaxForks, "cell-max-forks", 10000, "cell isolation: workers one cell forks before it is replaced")
+	fs.DurationVar(&c.CellMaxAge, "cell-max-age", 10*time.Minute, "cell isolation: how long one cell forks workers before it is replaced")
 	fs.StringVar(&c.PoolMode, "pool-mode", "warm", "warm: keep pre-forked workers; cold: spawn one per request (baseline only)")
 	fs.IntVar(&c.WarmWorkers, "warm-workers", defaultWarmWorkers(), "idle workers kept ready (default 4 x GOMAXPROCS, which follows the container's CPU limit; at most --max-workers when only that is set)")
 	fs.IntVar(&c.MaxWorkers, "max-workers", 0, "most live workers (idle + running + starting); default 2 x warm-workers, at least 4")
@@ -279,6 +285,12 @@ func (c *config) validate() error {
 	}
 	if c.Port < 0 || c.Port > 65535 {
 		return bad("port", "want 0..65535", c.Port)
+	}
+	if c.Isolation != "jail" && c.Isolation != "cell" {
+		return bad("isolation", "want jail or cell", c.Isolation)
+	}
+	if c.CellMaxForks < 1 || c.CellMaxAge <= 0 {
+		return bad("cell-max-forks", "want at least 1 fork and a positive --cell-max-age", c.CellMaxForks)
 	}
 	if c.PoolMode != "warm" && c.PoolMode != "cold" {
 		return bad("pool-mode", "want warm or cold", c.PoolMode)

@@ -29,7 +29,11 @@ func sharedServer(t *testing.T) *server {
 	t.Helper()
 	sharedOnce.Do(func() {
 		// Not t.Cleanup-bound to the first test: TestMain stops it.
-		shared = startServerUnmanaged(t, nil, "--timeout", "3s", "--max-stdout", "64KiB", "--max-result", "1MiB", "--memory-limit", "128MiB")
+		// Nor its cgroup parent: testenv would remove it when the first
+		// test ends, while the server still uses it. The supervisor
+		// removes its own parent when the server stops.
+		shared = startServerUnmanaged(t, nil, "--timeout", "3s", "--max-stdout", "64KiB", "--max-result", "1MiB", "--memory-limit", "128MiB",
+			"--cgroup-parent", fmt.Sprintf("executor-test-shared-%d", os.Getpid()))
 		shared.waitReady()
 	})
 	if shared == nil {

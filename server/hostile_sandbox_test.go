@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -453,9 +454,18 @@ def main():
         out[k] = status[k]
     return out
 `, status: 200, check: func(t *testing.T, r response) {
-			// EINVAL (22): uid/gid 0 does not exist in the jail's user namespace.
-			jsonEq(t, r.Body["result"], `{"setuid": 22, "setgid": 22, "setgroups": 1, "chown": 22, "chroot": 1,
-				"Uid": "1000\t1000\t1000\t1000", "CapInh": "0000000000000000", "CapPrm": "0000000000000000",
+			// EINVAL (22): uid/gid 0 does not exist in the jail's user
+			// namespace. In a cell it is the zygote's: EPERM (1).
+			var got map[string]any
+			result(t, r, &got)
+			no := "22"
+			if cellMode() {
+				no = "1"
+			}
+			checkJailUID(t, got["Uid"])
+			delete(got, "Uid")
+			jsonEq(t, got, `{"setuid": `+no+`, "setgid": `+no+`, "setgroups": 1, "chown": `+no+`, "chroot": 1,
+				"CapInh": "0000000000000000", "CapPrm": "0000000000000000",
 				"CapEff": "0000000000000000", "CapBnd": "0000000000000000", "CapAmb": "0000000000000000",
 				"NoNewPrivs": "1", "Seccomp": "2"}`)
 		}},
@@ -470,6 +480,22 @@ def main():
 		n := 0
 		for _, p := range hostProcesses() {
 			if len(p.uids) != 4 || !inJailRange(p.uids[0]) {
+				continue
+			}
+			if p.name == "nsjail" {
+				// A replacement jail being set up: nsjail's child has taken
+				// the jail's uid and not yet dropped the rest and exec'd the
+				// worker. What runs a script is checked once it has.
+				continue
+			}
+			if isZygote(p) {
+				// A cell's zygote keeps its capabilities inside the cell's
+				// own user namespace (it makes the children's namespaces);
+				// it never runs a script. It is still no_new_privs and
+				// filtered.
+				if p.fields["NoNewPrivs"] != "1" || p.fields["Seccomp"] != "2" {
+					t.Errorf("zygote %d: NoNewPrivs %q Seccomp %q", p.pid, p.fields["NoNewPrivs"], p.fields["Seccomp"])
+				}
 				continue
 			}
 			n++
@@ -505,6 +531,16 @@ def main():
 			}(i)
 		}
 		time.Sleep(600 * time.Millisecond)
+		if cellMode() {
+			checkCellChildrenUIDs(t, n)
+			wg.Wait()
+			for i, r := range results {
+				h.expect(t, r, 200, "")
+				jsonEq(t, r.Body["result"], fmt.Sprint(i))
+			}
+			h.hello(t)
+			return
+		}
 		procs := hostProcesses()
 		jailOf := map[int]int{} // nsjail pid -> mapped host uid
 		owner := map[int]int{}  // host uid -> nsjail pid
@@ -642,7 +678,76 @@ def main():
     out = subprocess.run(['/tmp/probe'], capture_output=True, text=True, timeout=5)
     return out.stdout.split() + [out.stderr[-300:]]
 `, status: 200, check: func(t *testing.T, r response) {
-			jsonEq(t, r.Body["result"], `["1000", "1", "False", "2", ""]`)
+			var got []string
+			result(t, r, &got)
+			if len(got) == 5 {
+				checkJailUID(t, strings.Repeat(got[0]+"\t", 3)+got[0])
+				got[0] = "uid"
+			}
+			jsonEq(t, got, `["uid", "1", "False", "2", ""]`)
 		}},
 	})
+}
+
+// cellMode reports whether the suite runs against cell isolation.
+func cellMode() bool { return hostileIsolation == "cell" }
+
+// checkJailUID checks a /proc status Uid line (real, effective, saved, fs)
+// seen inside the sandbox: 1000 in a jail; in a cell, the child's own uid,
+// 1000 or above, never the zygote's 0.
+func checkJailUID(t *testing.T, v any) {
+	t.Helper()
+	s, _ := v.(string)
+	f := strings.Split(s, "\t")
+	if len(f) != 4 || f[0] != f[1] || f[0] != f[2] || f[0] != f[3] {
+		t.Fatalf("Uid %q: want four equal uids", s)
+	}
+	uid, err := strconv.Atoi(f[0])
+	if err != nil || uid < 1000 || (!cellMode() && uid != 1000) {
+		t.Errorf("Uid %q: want 1000 (cell: 1000 or above)", s)
+	}
+}
+
+// isZygote reports whether p is a cell's zygote: the process nsjail started
+// with a z1; configuration (its children inherit the command line, not the
+// parent).
+func isZygote(p procInfo) bool {
+	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.ppid))
+	if strings.TrimSpace(string(comm)) != "nsjail" {
+		return false
+	}
+	for _, a := range p.cmdline {
+		if strings.HasPrefix(a, "z1;") {
+			return true
+		}
+	}
+	return false
+}
+
+// checkCellChildrenUIDs checks, from the host, that the live cell children
+// (each the pid 1 of its own pid namespace, with whatever its script forked)
+// never share a uid: one uid per pid namespace, one pid namespace per uid.
+func checkCellChildrenUIDs(t *testing.T, atLeast int) {
+	t.Helper()
+	uidOf := map[string]int{} // pid namespace -> uid
+	nsOf := map[int]string{}  // uid -> pid namespace
+	for _, p := range hostProcesses() {
+		if len(p.uids) == 0 || !inJailRange(p.uids[0]) || isZygote(p) || strings.HasPrefix(p.fields["State"], "Z") {
+			continue
+		}
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", p.pid))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		if u, ok := uidOf[ns]; ok && u != p.uids[0] {
+			t.Errorf("pid namespace %s holds uids %d and %d", ns, u, p.uids[0])
+		}
+		if other, ok := nsOf[p.uids[0]]; ok && other != ns {
+			t.Errorf("uid %d runs in two children: pid namespaces %s and %s", p.uids[0], other, ns)
+		}
+		uidOf[ns], nsOf[p.uids[0]] = p.uids[0], ns
+	}
+	if len(uidOf) < atLeast {
+		t.Fatalf("saw %d cell children while %d scripts slept", len(uidOf), atLeast)
+	}
 }

@@ -43,10 +43,12 @@ type hostile struct {
 // hostileArgs: small limits keep the suite fast; --read-timeout 1s for the
 // slow-drip client; --max-body 2MiB so that a 1 MB script fits and 3 MiB does
 // not.
-// hostileUIDBase and hostileCgroup are allocated by TestHostile.
+// hostileUIDBase and hostileCgroup are allocated by TestHostile, for the
+// isolation mode (jail or cell) it runs the suite against.
 var (
-	hostileUIDBase int
-	hostileCgroup  string
+	hostileUIDBase   int
+	hostileCgroup    string
+	hostileIsolation string
 )
 
 func hostileArgs() []string {
@@ -58,13 +60,34 @@ func hostileArgs() []string {
 		"--max-body", "2MiB", "--read-timeout", "1s",
 		"--cgroup-parent", hostileCgroup,
 		"--log-level", "info",
+		"--isolation", hostileIsolation,
 	}
 }
 
+// hostileModes are the isolation modes the suite runs against:
+// $EXECUTOR_TEST_ISOLATION (one of them) or both.
+func hostileModes() []string {
+	if m := os.Getenv("EXECUTOR_TEST_ISOLATION"); m != "" {
+		return []string{m}
+	}
+	return []string{"jail", "cell"}
+}
+
+// TestHostile runs the whole suite once per isolation mode: a matrix, the
+// same cases and checks against each.
 func TestHostile(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the hostile suite runs real jails")
 	}
+	for _, mode := range hostileModes() {
+		t.Run(mode, func(t *testing.T) {
+			hostileIsolation = mode
+			testHostile(t)
+		})
+	}
+}
+
+func testHostile(t *testing.T) {
 	// The server runs in this process: its environment is ours. A secret in
 	// it must never reach a script.
 	t.Setenv(hostileSecretVar, hostileSecretValue)

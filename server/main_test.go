@@ -70,6 +70,11 @@ func startServerUnmanaged(t *testing.T, env map[string]string, args ...string) *
 		// it, and removes its (empty) parent itself when it closes.
 		base = append(base, "--cgroup-parent", testenv.CgroupParentName("server"))
 	}
+	// make test runs the server's tests once more with jail isolation
+	// (EXECUTOR_TEST_ISOLATION=jail; the default is cell).
+	if m := os.Getenv("EXECUTOR_TEST_ISOLATION"); m != "" && !slices.Contains(args, "--isolation") {
+		base = append(base, "--isolation", m)
+	}
 	getenv := func(k string) string { return env[k] }
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{t: t, cancel: cancel, code: make(chan int, 1), logs: &syncBuffer{}}

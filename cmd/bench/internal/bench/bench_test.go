@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/secure-script-executor/executor/internal/testenv"
 )
 
 // moduleRoot is the folder of go.mod.
@@ -69,7 +71,7 @@ func TestShortRun(t *testing.T) {
 		"-executor", filepath.Join(bin, "executor"), "-loadtest", filepath.Join(bin, "loadtest"), "-nsjail", nsjail,
 		"-out", filepath.Join(t.TempDir(), "out"),
 		"-duration", "1s", "-warmup", "0s", "-ceiling-duration", "1s", "-breakdown-duration", "200ms",
-		"-uid-base", "340000", "-cgroup-prefix", "bench-test",
+		"-uid-base", strconv.Itoa(testenv.UIDBase(t)), "-cgroup-prefix", "bench-test",
 	}, func(string) string { return "" }, os.Stderr)
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +100,7 @@ func TestShortRun(t *testing.T) {
 			t.Errorf("raw output of %s %s: %v", x.Server, x.Key, err)
 		}
 	}
-	for _, f := range []string{"ceiling.json", "burst.json", "report.json", "executor-warm.log", "executor-cold.log"} {
+	for _, f := range []string{"ceiling.json", "burst.json", "cell-burst.json", "report.json", "executor-warm.log", "executor-cold.log", "executor-cell.log"} {
 		if _, err := os.Stat(filepath.Join(o.OutDir, f)); err != nil {
 			t.Error(err)
 		}
@@ -139,7 +141,7 @@ func checkTables(t *testing.T, md string, warmTarget int) {
 				t.Errorf("no spawn: %s", line)
 			}
 			ceilRows++
-		case strings.HasPrefix(line, "| warm | ") || strings.HasPrefix(line, "| cold | "):
+		case strings.HasPrefix(line, "| warm | ") || strings.HasPrefix(line, "| cold | ") || strings.HasPrefix(line, "| cell | "):
 			c := cells(line)
 			if len(c) != len(serviceColumns) {
 				t.Errorf("row has %d cells, want %d: %s", len(c), len(serviceColumns), line)
@@ -170,7 +172,8 @@ func checkTables(t *testing.T, md string, warmTarget int) {
 		t.Errorf("%d ceiling rows, want 6 (3 loop counts x 2 commands)", ceilRows)
 	}
 	for _, k := range []string{"warm closed loop c=1", "warm closed loop c=4", "warm closed loop c=16", "warm closed loop c=64",
-		"warm burst: " + strconv.Itoa(warmTarget) + " simultaneous", "cold closed loop c=1", "cold closed loop c=16"} {
+		"warm burst: " + strconv.Itoa(warmTarget) + " simultaneous", "cold closed loop c=1", "cold closed loop c=16",
+		"cell closed loop c=16", "cell closed loop c=1", "cell burst: 32 simultaneous"} {
 		if !service[k] {
 			t.Errorf("service row %q missing (have %v)", k, service)
 		}
@@ -181,14 +184,14 @@ func checkTables(t *testing.T, md string, warmTarget int) {
 			open++
 		}
 	}
-	if open != 4 {
-		t.Errorf("%d open-loop rows, want 4 (warm and cold at 25%% and 50%%)", open)
+	if open != 5 {
+		t.Errorf("%d open-loop rows, want 5 (warm and cold at 25%% and 50%%, cell at 50%% of its capacity)", open)
 	}
-	if len(service) != 11 {
-		t.Errorf("%d service rows, want 11: %v", len(service), service)
+	if len(service) != 15 {
+		t.Errorf("%d service rows, want 15: %v", len(service), service)
 	}
-	if targets != 9 {
-		t.Errorf("%d target rows with a verdict, want 9", targets)
+	if targets != 15 {
+		t.Errorf("%d target rows with a verdict, want 15 (9 and 6 of cell isolation)", targets)
 	}
 	for _, s := range []string{"Load average", "Ceiling", "Recovery after the c=64 overload", "shared", "one run"} {
 		if !strings.Contains(md, s) {

@@ -27,15 +27,22 @@ type Report struct {
 
 	Burst      BurstResult `json:"burst"`
 	RecoveryMs float64     `json:"recovery_ms"` // -1: not recovered within the limit
+
+	// CellBurst is cellBurstSize simultaneous requests on the cell server.
+	CellBurst BurstResult `json:"cell_burst"`
 }
 
 // Row is one loadtest run.
 type Row struct {
-	Server string     `json:"server"` // warm or cold
+	Server string     `json:"server"` // warm, cold or cell (warm pool, cell isolation)
 	Key    string     `json:"key"`    // open25, open50, c1, c4, c16, c64
 	Load   string     `json:"load"`   // human description
 	File   string     `json:"file"`   // raw JSON, relative to OutDir
 	Result LoadResult `json:"result"`
+	// CPUPerRequestMs is the machine's busy CPU time (/proc/stat, every
+	// process and kernel thread) during the run, per request: on a quiet
+	// machine, what one request costs.
+	CPUPerRequestMs float64 `json:"cpu_per_request_ms"`
 }
 
 // CeilingRate is the reference spawn rate: the best `import json` loop.
@@ -129,6 +136,9 @@ func (r *Report) Markdown() string {
 			x.Server, x.Load, rate(res.Rate), res.Requests, rate(res.Throughput), ms(res.Latency.P50), ms(res.Latency.P90),
 			ms(res.Latency.P99), ms(res.SuccessLatency.P99), ms(res.Latency.Max), count(res.StatusCodes, "200"),
 			count(res.StatusCodes, "429"), res.RetryAfter429, others(res.StatusCodes), res.TransportErrors, x.File)
+		if x.Server == "cell" && x.Key == "c1" {
+			p("%s", burstRow("cell", r.CellBurst, "cell-burst.json"))
+		}
 		if x.Server == "warm" && x.Key == "c64" {
 			bu := r.Burst
 			var other int
@@ -188,7 +198,45 @@ func (r *Report) Markdown() string {
 		rec = ms(r.RecoveryMs) + " ms"
 	}
 	p("| recovery to full warmth after c=64 | %s | ~1 s | %s |\n", rec, yesNo(r.RecoveryMs >= 0 && r.RecoveryMs <= 1100))
+	b.WriteString(r.cellTargets())
 	return b.String()
+}
+
+// cellTargets are issue 14's targets for cell isolation against the warm
+// (jail) server.
+func (r *Report) cellTargets() string {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	w16, _ := r.row("warm", "c16")
+	c16, ok := r.row("cell", "c16")
+	if !ok {
+		return ""
+	}
+	c50, _ := r.row("cell", "open50")
+	x := 0.0
+	if w16.Result.Throughput > 0 {
+		x = c16.Result.Throughput / w16.Result.Throughput
+	}
+	p("| cell c=16 / jail c=16 | %.1fx (%s / %s per s) | >= 5x | %s |\n", x, rate(c16.Result.Throughput), rate(w16.Result.Throughput), yesNo(x >= 5))
+	p("| cell c=16 throughput | %s per s | >= 600 per s | %s |\n", rate(c16.Result.Throughput), yesNo(c16.Result.Throughput >= 600))
+	p("| CPU per request, cell c=16 (jail c=16: %s ms) | %s ms | <= 3 ms | %s |\n", ms(w16.CPUPerRequestMs), ms(c16.CPUPerRequestMs), yesNo(c16.CPUPerRequestMs <= 3))
+	p("| cell p50, open loop at 50%% of its c=16 capacity (%d/s) | %s ms | <= 1.5 ms | %s |\n", c50.Result.TargetRate, ms(c50.Result.Latency.P50), yesNo(c50.Result.Latency.P50 <= 1.5))
+	p("| cell p99, open loop at 50%% of its c=16 capacity | %s ms | <= 5 ms | %s |\n", ms(c50.Result.Latency.P99), yesNo(c50.Result.Latency.P99 <= 5))
+	p("| cell burst of %d: every answer 200 | %d of %d | all | %s |\n", r.CellBurst.Requests, r.CellBurst.StatusCodes["200"], r.CellBurst.Requests, yesNo(r.CellBurst.StatusCodes["200"] == r.CellBurst.Requests))
+	return b.String()
+}
+
+// burstRow is the service-table row of a burst.
+func burstRow(server string, bu BurstResult, file string) string {
+	var other int
+	for k, v := range bu.StatusCodes {
+		if k != "200" && k != "429" {
+			other += v
+		}
+	}
+	return fmt.Sprintf("| %s | burst: %d simultaneous on a warm pool | - | %d | - | %s | - | %s | - | %s | %d | %d (%d) | %d | %d | `%s` |\n",
+		server, bu.Requests, bu.Requests, ms(bu.P50), ms(bu.P99), ms(bu.Max), bu.StatusCodes["200"], bu.StatusCodes["429"],
+		bu.RetryAfter429, other, bu.TransportErrors, file)
 }
 
 func (r *Report) errorSummary() string {

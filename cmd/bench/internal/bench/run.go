@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -62,6 +64,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := coldPhase(ctx, o, r, rate25, rate50, logf); err != nil {
 		return r, fmt.Errorf("cold server: %w", err)
 	}
+	if err := cellPhase(ctx, o, r, save, logf); err != nil {
+		return r, fmt.Errorf("cell server: %w", err)
+	}
 	r.Machine.LoadAfter = loadAvg()
 	r.Elapsed = time.Since(start)
 	if err := save("report.json", r); err != nil {
@@ -76,6 +81,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 type saver func(name string, v any) error
 
 func describe(mode, key string, rate, conc int) string {
+	if mode == "cell" && key == "open50" {
+		return fmt.Sprintf("open loop %d/s (50%% of its c=16 capacity)", rate)
+	}
 	switch key {
 	case "open25":
 		return fmt.Sprintf("open loop %d/s (25%% of ceiling)", rate)
@@ -91,17 +99,23 @@ func describe(mode, key string, rate, conc int) string {
 
 // runRow waits for a full pool (warm mode) and runs one loadtest.
 func runRow(ctx context.Context, o Options, r *Report, s *server, key string, rate, conc int, logf func(string, ...any)) (LoadResult, error) {
-	if s.mode == "warm" {
+	if s.mode != "cold" {
 		if _, err := s.waitWarm(ctx, r.WarmTarget, 50*time.Millisecond, 30*time.Second); err != nil {
 			return LoadResult{}, err
 		}
 	}
 	file := fmt.Sprintf("%s-%s.json", s.mode, key)
+	busy0 := busyCPU()
 	res, err := s.loadtest(ctx, o, rate, conc, filepath.Join(o.OutDir, file))
 	if err != nil {
 		return res, err
 	}
-	r.Rows = append(r.Rows, Row{Server: s.mode, Key: key, Load: describe(s.mode, key, rate, conc), File: file, Result: res})
+	row := Row{Server: s.mode, Key: key, Load: describe(s.mode, key, rate, conc), File: file, Result: res}
+	if res.Requests > 0 {
+		// loadtest's warmup is in the window too: per request of both.
+		row.CPUPerRequestMs = float64((busyCPU() - busy0).Microseconds()) / 1000 / float64(res.Requests+res.WarmupRequests)
+	}
+	r.Rows = append(r.Rows, row)
 	logf("bench: %s %-34s %7.1f/s  p50 %8.2f ms  p99 %8.2f ms  status %v  transport errors %d",
 		s.mode, describe(s.mode, key, rate, conc), res.Throughput, res.Latency.P50, res.Latency.P99, res.StatusCodes, res.TransportErrors)
 	return res, nil
@@ -194,6 +208,65 @@ func coldPhase(ctx context.Context, o Options, r *Report, rate25, rate50 int, lo
 	}
 	dumpMetrics(ctx, s, filepath.Join(o.OutDir, "cold-metrics.txt"))
 	return nil
+}
+
+// cellBurstSize is issue 14's burst on the cell server.
+const cellBurstSize = 32
+
+// cellPhase measures the warm pool with cell isolation: capacity (c=16),
+// an open loop at half of that capacity, c=1, and a burst of 32.
+func cellPhase(ctx context.Context, o Options, r *Report, save saver, logf func(string, ...any)) error {
+	s, err := startServer(o, "cell", o.UIDBase+2500, filepath.Join(o.OutDir, "executor-cell.log"))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if e := s.stop(); e != nil {
+			logf("bench: cleaning up the cell server's cgroups: %v", e)
+		}
+	}()
+	if err := s.waitReady(ctx, 60*time.Second); err != nil {
+		return err
+	}
+	c16, err := runRow(ctx, o, r, s, "c16", 0, 16, logf)
+	if err != nil {
+		return err
+	}
+	half := max(1, int(math.Round(c16.Throughput/2)))
+	for _, run := range []struct {
+		key        string
+		rate, conc int
+	}{{"open50", half, 0}, {"c1", 0, 1}} {
+		if _, err := runRow(ctx, o, r, s, run.key, run.rate, run.conc, logf); err != nil {
+			return err
+		}
+	}
+	if _, err := s.waitWarm(ctx, r.WarmTarget, 50*time.Millisecond, 30*time.Second); err != nil {
+		return err
+	}
+	r.CellBurst = burst(ctx, s.base, cellBurstSize)
+	logf("bench: cell burst of %d: p50 %.2f ms  p99 %.2f ms  status %v", cellBurstSize, r.CellBurst.P50, r.CellBurst.P99, r.CellBurst.StatusCodes)
+	dumpMetrics(ctx, s, filepath.Join(o.OutDir, "cell-metrics.txt"))
+	return save("cell-burst.json", r.CellBurst)
+}
+
+// busyCPU is the machine's busy CPU time so far (/proc/stat: user, nice,
+// system, irq, softirq, steal).
+func busyCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		if i < len(f) {
+			n, _ := strconv.ParseInt(f[i], 10, 64)
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ 100
 }
 
 func sortRows(rows []Row, order map[string]int) {

@@ -38,8 +38,13 @@ func startServer(o Options, mode string, uidBase int, logPath string) (*server, 
 		return nil, err
 	}
 	parent := fmt.Sprintf("%s-%s-%d", o.Prefix, mode, os.Getpid())
+	pool, isolation := mode, "jail"
+	if mode == "cell" {
+		pool, isolation = "warm", "cell"
+	}
 	args := []string{
-		"--pool-mode", mode,
+		"--pool-mode", pool,
+		"--isolation", isolation,
 		"--host", "127.0.0.1",
 		"--port", strconv.Itoa(port),
 		"--log-level", "warn",
@@ -51,7 +56,7 @@ func startServer(o Options, mode string, uidBase int, logPath string) (*server, 
 		"--acquire-timeout", o.AcquireTimeout.String(),
 		"--shutdown-grace", "5s",
 	}
-	if o.WarmWorkers > 0 && mode == "warm" {
+	if o.WarmWorkers > 0 && pool == "warm" {
 		args = append(args, "--warm-workers", strconv.Itoa(o.WarmWorkers))
 	}
 	if o.MaxWorkers > 0 {
@@ -223,6 +228,7 @@ type LoadResult struct {
 	DurationS       float64           `json:"duration_s"`
 	WaitS           float64           `json:"wait_s"`
 	Requests        uint64            `json:"requests"`
+	WarmupRequests  uint64            `json:"warmup_requests"`
 	Successes       uint64            `json:"successes"`
 	Rate            float64           `json:"rate"`
 	Throughput      float64           `json:"throughput"`
