@@ -63,6 +63,38 @@ func (t ErrorType) Script() bool {
 	return false
 }
 
+// Execution reports whether t can be the outcome of an execution request
+// (POST /execute or /execute/batch): every type except the refusals of the
+// HTTP request itself (no such route, wrong method, a request not received in
+// time, oversized headers), which happen before any route is chosen.
+func (t ErrorType) Execution() bool {
+	switch t {
+	case TypeNotFound, TypeMethodNotAllowed, TypeRequestTimeout, TypeHeadersTooLarge:
+		return false
+	}
+	return true
+}
+
+// MethodOther is the method label of every request method outside
+// MethodLabels.
+const MethodOther = "other"
+
+// MethodLabels is the closed set of HTTP method names used as labels in logs
+// and metrics; any other method is labelled MethodOther, since requests
+// refused before routing can carry any token.
+var MethodLabels = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE"}
+
+// MethodLabel returns the label of method m: m itself when it is one of
+// MethodLabels (as a constant string, never aliasing m), else MethodOther.
+func MethodLabel(m string) string {
+	for _, std := range MethodLabels {
+		if m == std {
+			return std
+		}
+	}
+	return MethodOther
+}
+
 // Status is how a run ended: StatusOK, or one of the script-level error
 // types.
 type Status string

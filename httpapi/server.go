@@ -361,17 +361,7 @@ func requestID(incoming string) string {
 }
 
 // methodLabel returns a constant string for the standard methods and "other"
-// for anything else: requests refused before routing can carry any token.
-func methodLabel(m string) string {
-	for _, std := range []string{
-		fiber.MethodGet, fiber.MethodHead, fiber.MethodPost, fiber.MethodPut, fiber.MethodPatch,
-		fiber.MethodDelete, fiber.MethodConnect, fiber.MethodOptions, fiber.MethodTrace,
-	} {
-		if m == std {
-			return std
-		}
-	}
-	return "other"
-}
+// for anything else; the same labels as the metrics (executor.MethodLabels).
+func methodLabel(m string) string { return executor.MethodLabel(m) }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

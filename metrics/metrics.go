@@ -7,8 +7,8 @@
 // custom Collector (see poolcollector.go), so a scrape always shows the
 // pool's own numbers and nothing can drift out of step with them.
 //
-// Every label value is taken from a bounded set (Outcomes, Routes, HTTP
-// methods, status codes, pool.DestroyReasons): an unknown value is folded
+// Every label value is taken from a bounded set (Outcomes, Routes,
+// executor.MethodLabels, status codes, pool.DestroyReasons): an unknown value is folded
 // into a catch-all instead of creating a new series, because one careless
 // caller passing a raw path or an error string must not be able to blow up
 // the TSDB.
@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/secure-script-executor/executor"
 	"github.com/secure-script-executor/executor/pool"
 )
 
@@ -53,31 +54,27 @@ type BuildInfo struct {
 	GoVersion string
 }
 
-// Outcomes is the closed set of values of the outcome label: "ok" plus the
-// API's error types. ObserveExecution maps anything else to "internal".
+// Outcomes is the closed set of values of the outcome label: "ok" plus every
+// API error type an execution request can end in (executor.ErrorTypes less
+// the refusals of the HTTP request itself, such as not_found: those show in
+// the HTTP metrics only). ObserveExecution maps anything else to "internal".
 // Every outcome's series exists from New on, at 0, so rate() and ratios see a
 // zero rather than a missing series before the first occurrence.
-var Outcomes = []string{
-	"ok",
-	"invalid_request",
-	"request_too_large",
-	"unsupported_media_type",
-	"syntax_error",
-	"missing_main",
-	"runtime_error",
-	"result_not_json",
-	"timeout",
-	"memory_limit",
-	"output_limit",
-	"overloaded",
-	"sandbox_unavailable",
-	"unauthorized",
-	"internal",
+var Outcomes = outcomes()
+
+func outcomes() []string {
+	out := []string{string(executor.StatusOK)}
+	for _, t := range executor.ErrorTypes {
+		if t.Execution() {
+			out = append(out, string(t))
+		}
+	}
+	return out
 }
 
 // outcomeUnknown is where an outcome outside Outcomes is counted. "internal"
 // is honest: an unexpected outcome string is a bug on our side.
-const outcomeUnknown = "internal"
+const outcomeUnknown = string(executor.TypeInternal)
 
 // Routes is the closed set of values of the route label: the HTTP layer's
 // route templates plus RouteUnmatched. ObserveHTTP records any other value
@@ -96,12 +93,6 @@ var Routes = []string{
 // RouteUnmatched is the route label value for requests that matched no route
 // (404s), and for any route value not in Routes.
 const RouteUnmatched = "unmatched"
-
-// httpMethods bounds the method label; anything else is "other".
-var httpMethods = map[string]bool{
-	"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true,
-	"DELETE": true, "OPTIONS": true,
-}
 
 // Output streams, the values of the stream label.
 const (
@@ -151,7 +142,7 @@ type Metrics struct {
 	acquireCold   prometheus.Observer
 }
 
-// The pool reports spawn and acquire timings through this interface.
+// The pool reports spawn, acquire and kill events through this interface.
 var _ pool.Observer = (*Metrics)(nil)
 
 // New creates the executor's instruments and registers them on reg, together
@@ -271,9 +262,7 @@ func (m *Metrics) ObserveHTTP(route string, method string, status int, d time.Du
 	if !m.routes[route] {
 		route = RouteUnmatched
 	}
-	if !httpMethods[method] {
-		method = "other"
-	}
+	method = executor.MethodLabel(method)
 	code := "unknown"
 	if status >= 100 && status <= 599 {
 		code = strconv.Itoa(status)
@@ -321,6 +310,11 @@ func (m *Metrics) Overloaded() { m.overloaded.Inc() }
 
 // ObserveSpawn implements pool.Observer.
 func (m *Metrics) ObserveSpawn(d time.Duration) { m.spawnDuration.Observe(seconds(d)) }
+
+// ObserveKillError implements pool.Observer. It records nothing: failed
+// kills are counted by the pool (Stat.KillFailed) and exported at scrape time
+// as executor_pool_kill_failures_total; the server logs each one.
+func (m *Metrics) ObserveKillError(error) {}
 
 // ObserveAcquire implements pool.Observer.
 func (m *Metrics) ObserveAcquire(wait time.Duration, cold bool) {

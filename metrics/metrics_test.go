@@ -41,6 +41,7 @@ var poolMetricNames = []string{
 	"executor_pool_acquire_duration_seconds_total",
 	"executor_pool_workers_spawned_total",
 	"executor_pool_spawn_failures_total",
+	"executor_pool_kill_failures_total",
 	"executor_pool_workers_destroyed_total",
 	"executor_sandbox_up",
 }
@@ -59,6 +60,7 @@ func TestPoolCollectorExportsEveryStatFieldWithTheRightTypeAndAZeroSeriesForEver
 		AcquireDuration:     1500 * time.Millisecond,
 		Spawned:             130,
 		SpawnFailed:         1,
+		KillFailed:          2,
 		// expired and failed are absent from the map and must still be
 		// exported at zero.
 		Destroyed: map[pool.DestroyReason]int64{pool.DestroyUsed: 118, pool.DestroyDied: 3},
@@ -86,6 +88,9 @@ executor_pool_empty_acquires_total 7
 # HELP executor_pool_idle_workers Warm workers ready to take a run.
 # TYPE executor_pool_idle_workers gauge
 executor_pool_idle_workers 3
+# HELP executor_pool_kill_failures_total Worker teardowns that failed (for example a cgroup that could not be removed); the server logs each.
+# TYPE executor_pool_kill_failures_total counter
+executor_pool_kill_failures_total 2
 # HELP executor_pool_max_workers Configured maximum number of workers.
 # TYPE executor_pool_max_workers gauge
 executor_pool_max_workers 16
