@@ -8,6 +8,7 @@ package executor
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -122,6 +123,10 @@ const (
 	ModeBatch Mode = "batch"
 )
 
+// DefaultTimeout is the default of the server's run limit (--timeout), and
+// the limit of a jailproc or httpapi Config that leaves it zero.
+const DefaultTimeout = 5 * time.Second
+
 // Request is one run of one script in one worker.
 type Request struct {
 	Mode   Mode
@@ -141,6 +146,20 @@ type Request struct {
 	// MemoryLimit is the run's effective memory limit in bytes (the client's
 	// memory_limit_mb, never above the server's). Zero means the server's.
 	MemoryLimit int64
+}
+
+// TimeoutMessage is the message of a run stopped at its wall-clock limit
+// (the request's effective Timeout) when the server's limit is max: what
+// happened and what the client can do about it. The supervisor, which alone
+// knows whether the wall clock or the CPU-time limit ended a run, uses it for
+// the former; nothing above it rewrites the message.
+func TimeoutMessage(limit, max time.Duration) string {
+	if limit < max {
+		return fmt.Sprintf("the script ran longer than its %d ms limit; make it faster or raise timeout_ms up to %d",
+			limit.Milliseconds(), max.Milliseconds())
+	}
+	return fmt.Sprintf("the script ran longer than its %d ms limit, the server's maximum; make it faster",
+		limit.Milliseconds())
 }
 
 // BatchItem is the outcome of one record of a batch run.

@@ -248,8 +248,9 @@ func (s *Server) runErrorFor(err error, shuttingDown bool) *apiError {
 }
 
 // scriptError builds the 422 answer for a run that ended in a non-OK status.
-// eff is the run's effective timeout, for the timeout message.
-func (s *Server) scriptError(res executor.Result, eff time.Duration) *apiError {
+// The message is the supervisor's, which alone knows which limit ended the
+// run (the wall clock or the CPU-time rlimit); see executor.TimeoutMessage.
+func (s *Server) scriptError(res executor.Result) *apiError {
 	// Any other non-OK status from the runner is a supervisor bug.
 	if !executor.ErrorType(res.Status).Script() {
 		return internalError(fmt.Errorf("httpapi: runner returned unknown status %q", res.Status))
@@ -262,24 +263,10 @@ func (s *Server) scriptError(res executor.Result, eff time.Duration) *apiError {
 			ae.Traceback = res.Error.Traceback
 		}
 	}
-	if res.Status == executor.StatusTimeout {
-		// The supervisor only knows it killed the jail; we know which limit
-		// applied and what the client can do about it.
-		ae.Message = timeoutMessage(eff, s.cfg.Timeout)
-	}
 	if ae.Message == "" {
 		ae.Message = defaultScriptMessage(ae.Type)
 	}
 	return ae
-}
-
-func timeoutMessage(eff, max time.Duration) string {
-	if eff < max {
-		return fmt.Sprintf("the script ran longer than its %d ms limit; make it faster or raise timeout_ms up to %d",
-			eff.Milliseconds(), max.Milliseconds())
-	}
-	return fmt.Sprintf("the script ran longer than its %d ms limit, the server's maximum; make it faster",
-		eff.Milliseconds())
 }
 
 // defaultScriptMessage is used when the supervisor gave no message.
@@ -297,6 +284,8 @@ func defaultScriptMessage(typ string) string {
 		return "the script used more memory than its limit; use less memory"
 	case TypeOutputLimit:
 		return "the script's output or result is larger than its limit; print and return less"
+	case TypeTimeout:
+		return "the script ran longer than its time limit; make it faster"
 	default:
 		return "the script failed"
 	}

@@ -62,6 +62,8 @@ type Server struct {
 	// by a shutdown.
 	runBase    context.Context
 	cancelRuns context.CancelFunc
+	// inflight knows which requests still await their answer.
+	inflight *inflight
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -73,11 +75,12 @@ type Server struct {
 func New(cfg Config, runner Runner) *Server {
 	cfg = cfg.withDefaults()
 	s := &Server{
-		cfg:    cfg,
-		runner: runner,
-		log:    cfg.Logger,
-		rec:    cfg.Recorder,
-		routes: make(map[string]*routeInfo),
+		cfg:      cfg,
+		runner:   runner,
+		log:      cfg.Logger,
+		rec:      cfg.Recorder,
+		routes:   make(map[string]*routeInfo),
+		inflight: newInflight(),
 	}
 	s.runBase, s.cancelRuns = context.WithCancel(context.Background())
 
@@ -93,6 +96,7 @@ func New(cfg Config, runner Runner) *Server {
 		StrictRouting:         true,
 		DisableStartupMessage: true,
 	})
+	s.app.Server().ConnState = s.inflight.connState
 	s.app.Use(s.observe, s.recoverPanic)
 
 	s.route(fiber.MethodPost, RouteExecute, s.requireAPIKey, s.handleExecute)
@@ -166,10 +170,15 @@ func (s *Server) Listen(ln net.Listener) error {
 	return nil
 }
 
+// answerGrace bounds how long Shutdown, past its grace, waits for the
+// handlers of the runs it cancelled to write their 503 answers (normally a
+// few milliseconds).
+const answerGrace = 2 * time.Second
+
 // Shutdown stops accepting connections and waits for in-flight requests to
-// be answered. If ctx ends first, runs still in flight are cancelled (their
-// clients get 503 sandbox_unavailable) and ctx's error is returned; the
-// handlers then finish on their own shortly after. Close the pool only after
+// be answered. If ctx ends first, runs still in flight are cancelled, Shutdown
+// waits (at most answerGrace) until their clients have been answered 503
+// sandbox_unavailable, and returns ctx's error. Close the pool only after
 // Shutdown returns.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
@@ -188,6 +197,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// this just releases the context.
 	s.cancelRuns()
 	if err != nil {
+		if !s.inflight.wait(answerGrace) {
+			s.log.Warn("httpapi: shutdown: requests still unanswered after cancelling their runs", "waited", answerGrace.String())
+		}
 		return fmt.Errorf("httpapi: shutdown: %w", err)
 	}
 	return nil

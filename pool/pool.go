@@ -390,15 +390,13 @@ func (p *Pool) WaitWarm(ctx context.Context) error {
 }
 
 // Ready reports nil when a run would find a worker: warm workers exist (or,
-// in cold mode, the last spawn succeeded). Otherwise it says why not.
+// in cold mode, spawning is not failing: a run spawns its own worker, so a
+// cold pool is ready from the start). Otherwise it says why not.
 func (p *Pool) Ready() error {
 	if err := p.sandboxErr(); err != nil {
 		return err
 	}
 	if p.cfg.Cold {
-		if p.spawned.Load() == 0 {
-			return errors.New("pool: no worker has been spawned yet")
-		}
 		return nil
 	}
 	if p.p.Stat().IdleResources() == 0 {

@@ -251,14 +251,19 @@ func TestPoolCloseWaitsForRunsInFlightAndKillsEveryWorker(t *testing.T) {
 			done <- err
 		}()
 	}
-	waitFor(t, "two runs in flight", func() bool { return p.Stat().AcquiredWorkers == 2 })
+	waitFor(t, "two runs in flight and a full warm set", func() bool {
+		st := p.Stat()
+		return st.AcquiredWorkers == 2 && st.IdleWorkers == 3
+	})
 
 	closed := make(chan struct{})
 	go func() { p.Close(); close(closed) }()
+	// Close has destroyed the idle workers: it is now waiting for the runs.
+	waitFor(t, "Close to destroy the idle workers", func() bool { return p.Stat().IdleWorkers == 0 })
 	select {
 	case <-closed:
 		t.Fatal("Close returned while runs were in flight")
-	case <-time.After(50 * time.Millisecond):
+	default:
 	}
 	close(f.block)
 	for range 2 {
@@ -299,20 +304,21 @@ func TestPoolReportsSandboxUnavailableAndRecoversWhenSpawningWorksAgain(t *testi
 	}
 }
 
-func TestPoolInColdModeKeepsNoWarmSetAndSpawnsPerRun(t *testing.T) {
+func TestPoolInColdModeIsReadyAtOnceKeepsNoWarmSetAndSpawnsPerRun(t *testing.T) {
 	f := &factory{}
 	p := newPool(t, f, pool.Config{Cold: true, MaxWorkers: 4})
-	time.Sleep(30 * time.Millisecond)
-	if got := p.Stat().IdleWorkers; got != 0 {
-		t.Fatalf("cold pool has %d idle workers", got)
+	// A run spawns its own worker: nothing needs to be spawned first.
+	if err := p.Ready(); err != nil {
+		t.Fatalf("Ready before any run: %v", err)
 	}
 	for range 3 {
 		if _, err := p.Run(context.Background(), executor.Request{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := p.Stat().Spawned; got != 3 {
-		t.Fatalf("spawned = %d, want 3", got)
+	// Exactly one spawn per run, and nothing left idle: no warm set.
+	if st := p.Stat(); st.Spawned != 3 || st.IdleWorkers != 0 {
+		t.Fatalf("spawned = %d, idle = %d; want 3 and 0", st.Spawned, st.IdleWorkers)
 	}
 }
 

@@ -107,7 +107,7 @@ func TestBadConfigurationExitsTwoAndNamesTheSetting(t *testing.T) {
 			var stderr bytes.Buffer
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel() // should it start after all, it stops at once
-			code := Main(ctx, c.args, func(k string) string { return c.env[k] }, &stderr, nil)
+			code := Main(ctx, c.args, environ(c.env), &stderr, nil)
 			if code != 2 {
 				t.Fatalf("exit code %d, want 2; stderr:\n%s", code, &stderr)
 			}
@@ -144,7 +144,7 @@ func kebab(s string) string {
 
 func TestHelpExitsZeroAndDocumentsEveryFlagWithItsEnvironmentVariable(t *testing.T) {
 	var stderr bytes.Buffer
-	if code := Main(context.Background(), []string{"--help"}, func(string) string { return "" }, &stderr, nil); code != 0 {
+	if code := Main(context.Background(), []string{"--help"}, nil, &stderr, nil); code != 0 {
 		t.Fatalf("--help exit code %d:\n%s", code, &stderr)
 	}
 	help := stderr.String()

@@ -46,8 +46,8 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startServer starts Main with args (plus test defaults) and env, and waits
-// until /readyz says ready unless wantReady is false.
+// startServer starts Main with args (plus test defaults) and env, and returns
+// once it listens (call waitReady to wait for /readyz).
 func startServer(t *testing.T, env map[string]string, args ...string) *server {
 	t.Helper()
 	s := startServerUnmanaged(t, env, args...)
@@ -68,11 +68,10 @@ func startServerUnmanaged(t *testing.T, env map[string]string, args ...string) *
 	if !slices.Contains(args, "--cgroup-parent") {
 		base = append(base, "--cgroup-parent", testenv.CgroupParent(t, "server"))
 	}
-	getenv := func(k string) string { return env[k] }
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{t: t, cancel: cancel, code: make(chan int, 1), logs: &syncBuffer{}}
 	started := make(chan *App, 1)
-	go func() { s.code <- Main(ctx, append(base, args...), getenv, s.logs, started) }()
+	go func() { s.code <- Main(ctx, append(base, args...), environ(env), s.logs, started) }()
 	select {
 	case s.app = <-started:
 	case code := <-s.code:
@@ -82,6 +81,15 @@ func startServerUnmanaged(t *testing.T, env map[string]string, args ...string) *
 	}
 	s.url = "http://" + s.app.Addr()
 	return s
+}
+
+// environ turns a map of variables into the form of os.Environ.
+func environ(env map[string]string) []string {
+	var kv []string
+	for k, v := range env {
+		kv = append(kv, k+"="+v)
+	}
+	return kv
 }
 
 func (s *server) waitReady() {
