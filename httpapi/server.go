@@ -261,7 +261,20 @@ func (s *Server) finishRequest(c *fiber.Ctx, info *requestInfo) {
 		// denominator of every ratio and shows client mistakes by type.
 		s.rec.ObserveExecution(info.outcome, 0, 0, 0)
 	}
+	level := slog.LevelInfo
+	switch {
+	case status >= 500 && info.outcome == TypeInternal:
+		level = slog.LevelError
+	case status >= 500 || status == fiber.StatusTooManyRequests:
+		level = slog.LevelWarn
+	}
+	// Background: the request's own context is not a context.Context here,
+	// and the log line must be written even for cancelled requests.
+	s.log.LogAttrs(context.Background(), level, "http request", s.logAttrs(c, info, method, route, elapsed)...)
+}
 
+// logAttrs are the fields of a request's log line.
+func (s *Server) logAttrs(c *fiber.Ctx, info *requestInfo, method, route string, elapsed time.Duration) []slog.Attr {
 	reqBytes := len(c.Request().Body())
 	if cl := c.Request().Header.ContentLength(); reqBytes == 0 && cl > 0 {
 		reqBytes = cl // the body was refused before it was read
@@ -270,7 +283,7 @@ func (s *Server) finishRequest(c *fiber.Ctx, info *requestInfo) {
 		slog.String("request_id", info.id),
 		slog.String("method", method),
 		slog.String("route", route),
-		slog.Int("status", status),
+		slog.Int("status", c.Response().StatusCode()),
 		slog.String("outcome", info.outcome),
 		slog.Float64("duration_ms", ms(elapsed)),
 		slog.Int("request_bytes", reqBytes),
@@ -300,17 +313,7 @@ func (s *Server) finishRequest(c *fiber.Ctx, info *requestInfo) {
 			slog.String("stdout", info.stdout),
 			slog.String("stderr", info.stderr))
 	}
-
-	level := slog.LevelInfo
-	switch {
-	case status >= 500 && info.outcome == TypeInternal:
-		level = slog.LevelError
-	case status >= 500 || status == fiber.StatusTooManyRequests:
-		level = slog.LevelWarn
-	}
-	// Background: the request's own context is not a context.Context here,
-	// and the log line must be written even for cancelled requests.
-	s.log.LogAttrs(context.Background(), level, "http request", attrs...)
+	return attrs
 }
 
 // observe is the outermost middleware. It turns a handler's error into its

@@ -152,57 +152,12 @@ var _ pool.Observer = (*Metrics)(nil)
 // error, the same contract as prometheus.MustRegister).
 func New(reg prometheus.Registerer, src StatSource, info BuildInfo) *Metrics {
 	m := &Metrics{
-		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "http_requests_total",
-			Help:      "HTTP requests served, by route template, method and status code.",
-		}, []string{"route", "method", "code"}),
-		httpDuration: prometheus.NewHistogramVec(histogramOpts(prometheus.HistogramOpts{
-			Name: "http_request_duration_seconds",
-			Help: "Time from receiving an HTTP request to writing its response, by route template.",
-		}), []string{"route"}),
-		routes: make(map[string]bool, len(Routes)),
-
-		executions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "executions_total",
-			Help:      "Execution requests by outcome: ok or the API error type.",
-		}, []string{"outcome"}),
-		executionDuration: prometheus.NewHistogramVec(histogramOpts(prometheus.HistogramOpts{
-			Name: "execution_duration_seconds",
-			Help: "Time a script spent running inside the jail, by outcome. Requests rejected before reaching a worker are not observed.",
-		}), []string{"outcome"}),
-		outputBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "execution_output_bytes_total",
-			Help:      "Bytes of script output returned to clients, by stream (stdout or stderr).",
-		}, []string{"stream"}),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace,
-			Name:      "executions_in_flight",
-			Help:      "Executions currently being handled.",
-		}),
-		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "overload_rejections_total",
-			Help:      "Requests rejected because the executor was at capacity.",
-		}),
+		routes:   make(map[string]bool, len(Routes)),
 		outcomes: make(map[string]bool, len(Outcomes)),
-
-		spawnDuration: prometheus.NewHistogram(histogramOpts(prometheus.HistogramOpts{
-			Name: "pool_spawn_duration_seconds",
-			Help: "Time from starting a sandboxed worker to its ready line, for successful spawns.",
-		})),
 	}
-	acquireWait := prometheus.NewHistogramVec(histogramOpts(prometheus.HistogramOpts{
-		Name: "pool_acquire_wait_seconds",
-		Help: "Time a run waited for a worker, by path: warm (an idle worker was ready) or cold (it had to wait for a spawn).",
-	}), []string{"path"})
-	// Resolve the two children once: ObserveAcquire runs on every request and
-	// need not hash a label value each time.
-	m.acquireWarm = acquireWait.WithLabelValues("warm")
-	m.acquireCold = acquireWait.WithLabelValues("cold")
-
+	m.newHTTPInstruments()
+	m.newExecutionInstruments()
+	acquireWait := m.newPoolInstruments()
 	for _, r := range Routes {
 		m.routes[r] = true
 	}
@@ -226,6 +181,63 @@ func New(reg prometheus.Registerer, src StatSource, info BuildInfo) *Metrics {
 		reg.MustRegister(newPoolCollector(src))
 	}
 	return m
+}
+
+func (m *Metrics) newHTTPInstruments() {
+	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "http_requests_total",
+		Help:      "HTTP requests served, by route template, method and status code.",
+	}, []string{"route", "method", "code"})
+	m.httpDuration = prometheus.NewHistogramVec(histogramOpts(prometheus.HistogramOpts{
+		Name: "http_request_duration_seconds",
+		Help: "Time from receiving an HTTP request to writing its response, by route template.",
+	}), []string{"route"})
+}
+
+func (m *Metrics) newExecutionInstruments() {
+	m.executions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "executions_total",
+		Help:      "Execution requests by outcome: ok or the API error type.",
+	}, []string{"outcome"})
+	m.executionDuration = prometheus.NewHistogramVec(histogramOpts(prometheus.HistogramOpts{
+		Name: "execution_duration_seconds",
+		Help: "Time a script spent running inside the jail, by outcome. Requests rejected before reaching a worker are not observed.",
+	}), []string{"outcome"})
+	m.outputBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "execution_output_bytes_total",
+		Help:      "Bytes of script output returned to clients, by stream (stdout or stderr).",
+	}, []string{"stream"})
+	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace,
+		Name:      "executions_in_flight",
+		Help:      "Executions currently being handled.",
+	})
+	m.overloaded = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "overload_rejections_total",
+		Help:      "Requests rejected because the executor was at capacity.",
+	})
+}
+
+// newPoolInstruments creates the spawn and acquire histograms and returns
+// the acquire one, for registration.
+func (m *Metrics) newPoolInstruments() *prometheus.HistogramVec {
+	m.spawnDuration = prometheus.NewHistogram(histogramOpts(prometheus.HistogramOpts{
+		Name: "pool_spawn_duration_seconds",
+		Help: "Time from starting a sandboxed worker to its ready line, for successful spawns.",
+	}))
+	acquireWait := prometheus.NewHistogramVec(histogramOpts(prometheus.HistogramOpts{
+		Name: "pool_acquire_wait_seconds",
+		Help: "Time a run waited for a worker, by path: warm (an idle worker was ready) or cold (it had to wait for a spawn).",
+	}), []string{"path"})
+	// Resolve the two children once: ObserveAcquire runs on every request and
+	// need not hash a label value each time.
+	m.acquireWarm = acquireWait.WithLabelValues("warm")
+	m.acquireCold = acquireWait.WithLabelValues("cold")
+	return acquireWait
 }
 
 // newBuildInfo returns the constant executor_build_info{...} 1 gauge, the
