@@ -287,7 +287,7 @@ func TestOverloadAnswers429WithRetryAfterWhenNoWorkerFreesUpInTime(t *testing.T)
 	s.waitReady()
 	done := make(chan response, 1)
 	go func() { done <- s.execute("import time\ndef main():\n    time.sleep(1.5)\n    return 1\n") }()
-	time.Sleep(300 * time.Millisecond) // the only worker is now busy
+	s.waitBusy(1) // the only worker is now busy
 	r := s.execute(hello)
 	if r.Status != 429 || errType(r) != "overloaded" || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("status %d type %s Retry-After %q: %s", r.Status, errType(r), r.Header.Get("Retry-After"), r.Raw)
@@ -299,7 +299,7 @@ func TestOverloadAnswers429WithRetryAfterWhenNoWorkerFreesUpInTime(t *testing.T)
 
 func TestABrokenSandboxKeepsTheServerUpButNotReadyAndNothingRunsUnsandboxed(t *testing.T) {
 	s := startServer(t, nil, "--nsjail-path", "/bin/false", "--uid-base", testenv.UIDBaseArg(t))
-	time.Sleep(300 * time.Millisecond)
+	s.waitSandboxDown()
 	resp, err := http.Get(s.url + "/healthz")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("/healthz: %v %v", err, resp)
@@ -323,7 +323,7 @@ func TestTheSandboxRecoversWhenNsjailAppearsLater(t *testing.T) {
 	dir := t.TempDir()
 	link := filepath.Join(dir, "nsjail")
 	s := startServer(t, nil, "--nsjail-path", link, "--uid-base", testenv.UIDBaseArg(t), "--warm-workers", "1", "--max-workers", "2")
-	time.Sleep(300 * time.Millisecond)
+	s.waitSandboxDown()
 	if r := s.execute(hello); errType(r) != "sandbox_unavailable" {
 		t.Fatalf("before nsjail exists: %s", r.Raw)
 	}
@@ -359,11 +359,9 @@ func TestCloseLeavesNoJailProcessNoCgroupAndNoOpenFile(t *testing.T) {
 	if left := testenv.CgroupsLeft(t, cgroup); len(left) > 0 {
 		t.Errorf("cgroups left behind: %v", left)
 	}
-	// The shared server may hold fds of its own; this server's are all gone.
-	time.Sleep(100 * time.Millisecond)
-	if after := openFDs(t); after > fdsBefore+2 {
-		t.Fatalf("open fds: %d before, %d after Close", fdsBefore, after)
-	}
+	// The shared server may hold fds of its own; this server's are all gone
+	// (the HTTP client's idle connections close a moment after the server's).
+	s.waitFor("this server's fds to close", func() bool { return openFDs(t) <= fdsBefore+2 })
 }
 
 func TestReadyzTellsOperatorsWhetherCgroupLimitsAreEnforced(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,12 +17,13 @@ import (
 	"time"
 
 	"github.com/secure-script-executor/executor/internal/testenv"
+	"github.com/secure-script-executor/executor/pool"
 )
 
 // server is one real executor (real nsjail, real Python) started through
 // Main on a loopback port, as `make run` would start it.
 type server struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	app    *App
 	cancel context.CancelFunc
@@ -48,7 +50,7 @@ func (s *syncBuffer) String() string {
 
 // startServer starts Main with args (plus test defaults) and env, and returns
 // once it listens (call waitReady to wait for /readyz).
-func startServer(t *testing.T, env map[string]string, args ...string) *server {
+func startServer(t testing.TB, env map[string]string, args ...string) *server {
 	t.Helper()
 	s := startServerUnmanaged(t, env, args...)
 	t.Cleanup(func() { s.stop() })
@@ -56,7 +58,7 @@ func startServer(t *testing.T, env map[string]string, args ...string) *server {
 }
 
 // startServerUnmanaged is startServer without stopping at the end of t.
-func startServerUnmanaged(t *testing.T, env map[string]string, args ...string) *server {
+func startServerUnmanaged(t testing.TB, env map[string]string, args ...string) *server {
 	t.Helper()
 	base := []string{"--host", "127.0.0.1", "--port", "0", "--nsjail-path", testenv.Nsjail(t),
 		"--warm-workers", "4", "--max-workers", "8", "--log-level", "debug", "--shutdown-grace", "10s"}
@@ -83,6 +85,33 @@ func startServerUnmanaged(t *testing.T, env map[string]string, args ...string) *
 	}
 	s.url = "http://" + s.app.Addr()
 	return s
+}
+
+// waitFor waits, for at most 20 s, until cond holds: tests wait on the
+// server's state, never for a fixed time.
+func (s *server) waitFor(what string, cond func() bool) {
+	s.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("timed out waiting for %s:\n%s", what, s.logs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitBusy waits until n workers are running a script.
+func (s *server) waitBusy(n int32) {
+	s.t.Helper()
+	s.waitFor(fmt.Sprintf("%d busy workers", n), func() bool { return s.app.pool.Stat().AcquiredWorkers == n })
+}
+
+// waitSandboxDown waits until the pool reports the sandbox unavailable.
+func (s *server) waitSandboxDown() {
+	s.t.Helper()
+	s.waitFor("the sandbox to be reported unavailable", func() bool {
+		return errors.Is(s.app.pool.Ready(), pool.ErrSandboxUnavailable)
+	})
 }
 
 // environ turns a map of variables into the form of os.Environ.
@@ -163,7 +192,7 @@ func postRaw(t *testing.T, url string, headers map[string]string, body string) (
 }
 
 // readResponse reads and closes resp, whose body must be JSON.
-func readResponse(t *testing.T, resp *http.Response) response {
+func readResponse(t testing.TB, resp *http.Response) response {
 	t.Helper()
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
