@@ -250,14 +250,17 @@ func (p *Pool) sandboxErr() error {
 	return nil
 }
 
-// destroy ends a checked-out worker in the background and then asks for a
-// replacement. The worker keeps its slot until Kill has returned (so live
-// jails never exceed MaxWorkers), and the refill is asked for only once the
-// slot is free: puddle's own Destroy frees the slot after its destructor
-// returns, so a refill triggered next to it would, at MaxWorkers, count the
-// dying worker and spawn nothing until the next health check.
+// destroy ends a checked-out worker in the background and asks for a
+// replacement twice: at once, which spawns it in parallel with the teardown
+// when the pool is below MaxWorkers, and again once the slot is free. The
+// worker keeps its slot until Kill has returned (so live jails never exceed
+// MaxWorkers); at MaxWorkers the first refill counts the dying worker and
+// spawns nothing, and without the second the pool would stay short until the
+// next health check (puddle's own Destroy frees the slot only after its
+// destructor returns, with no hook after that).
 func (p *Pool) destroy(res *puddle.Resource[Worker], why DestroyReason) {
 	p.destroyed[reasonIndex[why]].Add(1)
+	p.triggerRefill()
 	go func() {
 		p.kill(res.Value())
 		// Hijack takes the resource out of the pool at once, freeing its

@@ -389,3 +389,21 @@ func TestReadyzTellsOperatorsWhetherCgroupLimitsAreEnforced(t *testing.T) {
 		t.Fatal("running without cgroup limits was not logged loudly")
 	}
 }
+
+// The supervisor words a timeout once, knowing which limit ended the run;
+// the API passes its message through.
+func TestATimeoutSaysWhichLimitEndedTheRunAndWhatTheClientCanDo(t *testing.T) {
+	s := startServer(t, nil, "--timeout", "20s", "--warm-workers", "1", "--max-workers", "2")
+	s.waitReady()
+	r := s.execute("def main():\n    while True:\n        pass\n", `"timeout_ms":300`)
+	want := "the script ran longer than its 300 ms limit; make it faster or raise timeout_ms up to 20000"
+	if r.Status != 422 || errType(r) != "timeout" || errMessage(r) != want {
+		t.Fatalf("wall-clock limit: status %d type %q message %q, want 422 timeout %q", r.Status, errType(r), errMessage(r), want)
+	}
+	// RLIMIT_CPU, lowered by the script itself to 1 s: a CPU-time kill, not
+	// a wall-clock one, and the answer must say so.
+	r = s.execute("import resource\ndef main():\n    resource.setrlimit(resource.RLIMIT_CPU, (1, 1))\n    while True:\n        pass\n")
+	if r.Status != 422 || errType(r) != "timeout" || !strings.Contains(errMessage(r), "CPU time limit") {
+		t.Fatalf("CPU limit: status %d type %q message %q, want 422 timeout naming the CPU time limit", r.Status, errType(r), errMessage(r))
+	}
+}
