@@ -141,7 +141,8 @@ type Request struct {
 	// Timeout is the run's effective wall-clock limit, from the moment the
 	// request is handed to the worker. It is decided once, when the request
 	// is decoded (the client's timeout_ms, never above the server's limit),
-	// and every layer uses it as given.
+	// and every layer uses it as given. Zero means the supervisor's own
+	// limit, for callers with no limit of their own.
 	Timeout time.Duration
 	// MemoryLimit is the run's effective memory limit in bytes (the client's
 	// memory_limit_mb, never above the server's). Zero means the server's.

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/secure-script-executor/executor"
 	"github.com/secure-script-executor/executor/metrics"
 	"github.com/secure-script-executor/executor/pool"
 )
@@ -457,5 +458,23 @@ func TestMetricsAreSafeForConcurrentUseWhileBeingScraped(t *testing.T) {
 	wg.Wait()
 	if v := value(t, reg, "executor_executions_in_flight"); v != 0 {
 		t.Fatalf("in-flight after all finished: %v, want 0", v)
+	}
+}
+
+func TestObserveHTTPLabelsEveryStandardMethodAsTheHTTPLayerDoes(t *testing.T) {
+	reg, m := newRegistry(t, nil)
+	for _, method := range executor.MethodLabels {
+		m.ObserveHTTP(metrics.RouteUnmatched, method, 405, 0)
+	}
+	m.ObserveHTTP(metrics.RouteUnmatched, "PROPFIND", 405, 0)
+	n, err := testutil.GatherAndCount(reg, "executor_http_requests_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := len(executor.MethodLabels) + 1; n != want {
+		t.Fatalf("%d method series, want %d (every executor.MethodLabels entry, plus other)", n, want)
+	}
+	if v := value(t, reg, "executor_http_requests_total", "method", "TRACE"); v != 1 {
+		t.Errorf("TRACE counted %v times, want 1", v)
 	}
 }
