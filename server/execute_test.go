@@ -407,3 +407,16 @@ func TestATimeoutSaysWhichLimitEndedTheRunAndWhatTheClientCanDo(t *testing.T) {
 		t.Fatalf("CPU limit: status %d type %q message %q, want 422 timeout naming the CPU time limit", r.Status, errType(r), errMessage(r))
 	}
 }
+
+// A cold pool keeps no warm worker, so it must not need one to be ready: the
+// self-test spawns the first worker, and no request has to come first.
+func TestAColdServerBecomesReadyWithoutAnyRequest(t *testing.T) {
+	s := startServer(t, nil, "--pool-mode", "cold", "--warm-workers", "0", "--max-workers", "2")
+	s.waitReady()
+	if st := s.app.pool.Stat(); st.IdleWorkers != 0 || st.WarmTarget != 0 {
+		t.Fatalf("cold pool: %d idle, warm target %d; want none", st.IdleWorkers, st.WarmTarget)
+	}
+	if r := s.execute(hello); r.Status != 200 {
+		t.Fatalf("%s", r.Raw)
+	}
+}
