@@ -29,7 +29,12 @@ func sharedServer(t *testing.T) *server {
 	t.Helper()
 	sharedOnce.Do(func() {
 		// Not t.Cleanup-bound to the first test: TestMain stops it.
-		shared = startServerUnmanaged(t, nil, "--timeout", "3s", "--max-stdout", "64KiB", "--max-result", "1MiB", "--memory-limit", "128MiB")
+		// A long acquire timeout: these tests check what runs answer, and on
+		// a machine loaded by other suites a spawn can take seconds; a 429
+		// there would be the machine's doing, not the server's. The overload
+		// tests start servers of their own.
+		shared = startServerUnmanaged(t, nil, "--timeout", "3s", "--max-stdout", "64KiB", "--max-result", "1MiB", "--memory-limit", "128MiB",
+			"--acquire-timeout", "30s")
 		shared.waitReady()
 	})
 	if shared == nil {

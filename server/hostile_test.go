@@ -56,6 +56,9 @@ func hostileArgs() []string {
 		"--timeout", "2s", "--memory-limit", "128MiB", "--tmp-size", "4MiB",
 		"--max-stdout", "64KiB", "--max-stderr", "64KiB", "--max-result", "256KiB",
 		"--max-body", "2MiB", "--read-timeout", "1s",
+		// No case here is about overload; on a loaded machine a spawn may
+		// take seconds, and a 429 would be the machine's doing.
+		"--acquire-timeout", "30s",
 		"--cgroup-parent", hostileCgroup,
 		"--log-level", "info",
 	}

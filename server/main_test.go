@@ -106,6 +106,12 @@ func (s *server) waitBusy(n int32) {
 	s.waitFor(fmt.Sprintf("%d busy workers", n), func() bool { return s.app.pool.Stat().AcquiredWorkers == n })
 }
 
+// waitIdle waits until n workers are warm.
+func (s *server) waitIdle(n int32) {
+	s.t.Helper()
+	s.waitFor(fmt.Sprintf("%d idle workers", n), func() bool { return s.app.pool.Stat().IdleWorkers >= n })
+}
+
 // waitSandboxDown waits until the pool reports the sandbox unavailable.
 func (s *server) waitSandboxDown() {
 	s.t.Helper()
