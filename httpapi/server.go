@@ -51,6 +51,7 @@ type Server struct {
 	app    *fiber.App
 	log    *slog.Logger
 	rec    Recorder
+	budget *bodyBudget
 
 	// routes maps each served path to its template and methods, for route
 	// labels and 405 answers.
@@ -81,6 +82,7 @@ func New(cfg Config, runner Runner) *Server {
 		rec:      cfg.Recorder,
 		routes:   make(map[string]*routeInfo),
 		inflight: newInflight(),
+		budget:   newBodyBudget(cfg.MaxInflightBodyBytes),
 	}
 	s.runBase, s.cancelRuns = context.WithCancel(context.Background())
 
@@ -164,7 +166,10 @@ func (s *Server) Listen(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.mu.Unlock()
-	if err := s.app.Listener(ln); err != nil {
+	// Every connection's bytes go through the strict request framer and the
+	// body budget first (conncheck.go); keep this wrapper the outermost, the
+	// error handler finds its refusals through fasthttp's conn.
+	if err := s.app.Listener(s.checkConns(ln)); err != nil {
 		return fmt.Errorf("httpapi: serve: %w", err)
 	}
 	return nil
@@ -238,6 +243,7 @@ var rejectedOutcomes = map[string]bool{
 	TypeUnauthorized:         true,
 	TypeRequestTooLarge:      true,
 	TypeUnsupportedMediaType: true,
+	TypeOverloaded:           true, // by the body budget; the runner's are counted as ran
 }
 
 // beginRequest assigns the request id and starts the clock.
@@ -271,6 +277,13 @@ func (s *Server) finishRequest(c *fiber.Ctx, info *requestInfo) {
 	// Background: the request's own context is not a context.Context here,
 	// and the log line must be written even for cancelled requests.
 	s.log.LogAttrs(context.Background(), level, "http request", s.logAttrs(c, info, method, route, elapsed)...)
+
+	// fasthttp keeps a connection's body buffer for its next request, and
+	// pooled contexts keep theirs: idle keep-alive connections would pin
+	// the largest body they ever read. Retire large ones now; everything
+	// that outlives the request was copied out. (ReduceMemoryUsage would do
+	// it too, but in fasthttp 1.51 it drops pipelined responses.)
+	c.Request().ReleaseBody(smallBody)
 }
 
 // logAttrs are the fields of a request's log line.

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
+	"strings"
 	"testing"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -66,6 +68,11 @@ func checkAccepted(t *testing.T, res pyworker.Result) {
 			t.Fatal("single success without a value, or with an error")
 		}
 	}
+	for _, v := range append([]json.RawMessage{res.Value}, batchValues(res)...) {
+		if v != nil {
+			checkStrict(t, v)
+		}
+	}
 	payload := asciiJSON(wire(res))
 	again, err := pyworker.DecodeResult(payload)
 	if err != nil {
@@ -83,6 +90,9 @@ func FuzzDecodeResult(f *testing.F) {
 		`{"ok":false,"error":{"type":"syntax_error","message":"SyntaxError: x","line":1}}`,
 		`{"ok":false,"error":{"type":"timeout","message":"x"}}`,
 		`{"ok":true,"result":"\ud800"}`,
+		`{"ok":true,"result":{"a":1,"a":2,"inf":1e999,"big":12345678901234567890}}`,
+		`{"ok":true,"result":{"\u0061":[-0.5e-400,1E+308],"b":{"a":null}}}`,
+		`{"ok":true,"results":[{"result":{"k":1,"k":2},"stdout":""}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -156,4 +166,72 @@ func compactValues(r pyworker.Result) pyworker.Result {
 		r.Batch = items
 	}
 	return r
+}
+
+func batchValues(r pyworker.Result) []json.RawMessage {
+	var vs []json.RawMessage
+	for _, it := range r.Batch {
+		vs = append(vs, it.Result)
+	}
+	return vs
+}
+
+// checkStrict is an independent check of an accepted value (through
+// encoding/json's tokens, not the decoder's own scanner): finite numbers,
+// integers of at most MaxIntDigits digits, and no member name twice in an
+// object. Names holding U+FFFD are skipped: encoding/json turns every lone
+// surrogate into it, so distinct names can look equal here.
+func checkStrict(t *testing.T, v json.RawMessage) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(v))
+	dec.UseNumber()
+	type frame struct {
+		object, key bool
+		names       map[string]bool
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatalf("accepted value %.80s: %v", v, err)
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		isKey := top != nil && top.object && top.key
+		if top != nil && top.object {
+			top.key = !top.key
+		}
+		switch x := tok.(type) {
+		case json.Delim:
+			switch x {
+			case '{', '[':
+				stack = append(stack, &frame{object: x == '{', key: true, names: map[string]bool{}})
+			default:
+				stack = stack[:len(stack)-1]
+				if len(stack) > 0 && stack[len(stack)-1].object {
+					stack[len(stack)-1].key = true
+				}
+				continue
+			}
+		case json.Number:
+			if f, err := x.Float64(); err != nil && math.IsInf(f, 0) {
+				t.Fatalf("accepted a number that is not finite: %s", x)
+			}
+			if n := strings.TrimLeft(string(x), "-"); !strings.ContainsAny(n, ".eE") && len(n) > pyworker.MaxIntDigits {
+				t.Fatalf("accepted an integer of %d digits", len(n))
+			}
+		case string:
+			if isKey && !strings.ContainsRune(x, utf8.RuneError) {
+				if top.names[x] {
+					t.Fatalf("accepted a duplicate member name %q in %.80s", x, v)
+				}
+				top.names[x] = true
+			}
+		}
+	}
 }

@@ -148,7 +148,9 @@ func canonicalDecimal(b []byte) bool {
 // (unknown or duplicate members are rejected), exactly one of
 // result/results/error is present as ok demands, error types come from the
 // closed set (and only runtime_error, result_not_json and output_limit on
-// batch items), and result values nest at most 200 levels. Message and
+// batch items), and result values are strict JSON as the worker writes them
+// (checkValue: at most 200 levels deep, no member name twice in an object,
+// finite numbers, integers of at most MaxIntDigits digits). Message and
 // Traceback are truncated to MaxTextBytes. Every rejection wraps ErrProtocol.
 func DecodeResult(payload []byte) (Result, error) {
 	res, err := decodeResult(payload)
@@ -207,7 +209,7 @@ func decodeResult(payload []byte) (Result, error) {
 	case (result == nil) == (results == nil):
 		return Result{}, errors.New(`a successful run has exactly one of "result" and "results"`)
 	case result != nil:
-		if e := checkDepth(result); e != nil {
+		if e := checkValue(result); e != nil {
 			return Result{}, e
 		}
 		res.Value = result
@@ -257,7 +259,7 @@ func decodeItem(data json.RawMessage) (Item, error) {
 		return Item{}, errors.New(`an item has exactly one of "result" and "error"`)
 	}
 	if result != nil {
-		if e := checkDepth(result); e != nil {
+		if e := checkValue(result); e != nil {
 			return Item{}, e
 		}
 		item.Result = result
@@ -389,35 +391,5 @@ func decodeLine(v json.RawMessage, dst *int) error {
 		return err
 	}
 	*dst = n
-	return nil
-}
-
-// checkDepth rejects a JSON value nesting deeper than the worker allows. v is
-// known to be valid JSON, so brackets outside strings are the whole story.
-func checkDepth(v json.RawMessage) error {
-	depth := 0
-	inString, escaped := false, false
-	for _, c := range v {
-		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		case c == '[' || c == '{':
-			depth++
-			if depth > maxDepth {
-				return fmt.Errorf("result nests deeper than %d levels", maxDepth)
-			}
-		case c == ']' || c == '}':
-			depth--
-		}
-	}
 	return nil
 }

@@ -58,6 +58,7 @@ _exc_tb = BaseException.__dict__['__traceback__'].__get__
 _exc_str = BaseException.__str__
 
 MAX_DEPTH = 200
+MAX_INT_DIGITS = 4300  # CPython's default sys.get_int_max_str_digits()
 MSG_CAP = 2000  # characters kept of an error message
 TB_CAP = 6000  # characters kept of a traceback (its tail)
 # The error types this worker reports (docs/PROTOCOL.md section 5). A Go test
@@ -186,6 +187,10 @@ def _encode(value, limit):
                 s = _int_repr(v)
             except ValueError:  # over sys.get_int_max_str_digits()
                 raise _NotJSON('%s is an int too large to convert to text' % _path_str(path))
+            if len(s) > MAX_INT_DIGITS and len(s) - (s[0] == '-') > MAX_INT_DIGITS:
+                # The script may have lifted sys.set_int_max_str_digits; JSON
+                # readers (Python's among them) still refuse such a literal.
+                raise _NotJSON('%s is an int with more than %d digits' % (_path_str(path), MAX_INT_DIGITS))
         elif t is float:
             if v - v != 0.0:
                 raise _NotJSON('%s is a float that is not finite (%s)' % (_path_str(path), _float_repr(v)))
@@ -227,6 +232,7 @@ def _encode(value, limit):
         if base is dict:
             append('{')
             first = True
+            names = set()  # the keys as written: two may collide
             for k, x in _dict_items(v):
                 kt = type(k)
                 if kt is not str:
@@ -234,6 +240,12 @@ def _encode(value, limit):
                         raise _NotJSON('%s has a key of type %s (JSON object keys are strings)' % (_path_str(path), _tname(kt)))
                     k = _str_str(k)
                 s = _esc(k)
+                if s in names:
+                    # A str subclass whose hash or == lies, or a surrogate
+                    # pair next to the character it encodes.
+                    path.append(k)
+                    raise _NotJSON('%s is a duplicate key: another key of the same dict is the same JSON string' % _path_str(path))
+                names.add(s)
                 if first:
                     size += len(s) + 1
                     append(s)

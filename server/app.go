@@ -63,6 +63,7 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	a.api = httpapi.New(a.apiConfig(reg), (*runner)(a))
+	applyMemoryLimit(cfg, log)
 	return a, nil
 }
 
@@ -158,6 +159,7 @@ func (a *App) apiConfig(reg *prometheus.Registry) httpapi.Config {
 		ReadTimeout:     cfg.ReadTimeout,
 		IdleTimeout:     cfg.IdleTimeout,
 	}
+	apiCfg.MaxInflightBodyBytes = cfg.MaxInflightBody
 	if cfg.MetricsAddr == "" {
 		apiCfg.MetricsHandler = metricsHandler
 	} else {

@@ -51,6 +51,7 @@ type config struct {
 	MaxResult         int64
 	MaxBody           int64
 	MaxBatchRecords   int
+	MaxInflightBody   int64
 
 	Cgroups      string
 	CgroupRoot   string
@@ -233,6 +234,7 @@ func limitFlags(fs *flag.FlagSet, c *config) {
 	fs.Var(sizeValue{&c.MaxResult}, "max-result", "largest encoded result of a run (all records of a batch together)")
 	fs.Var(sizeValue{&c.MaxBody}, "max-body", "largest request body")
 	fs.IntVar(&c.MaxBatchRecords, "max-batch-records", httpapi.DefaultMaxBatchRecords, "most records in one /execute/batch request")
+	fs.Var(sizeValue{&c.MaxInflightBody}, "max-inflight-body", "most request-body bytes held in memory at once across all connections; a body that does not fit is answered 429 overloaded unread (default 4 x --max-body, at least 16MiB; bodies over 64KiB may use 3/4 of it)")
 }
 
 func cgroupFlags(fs *flag.FlagSet, c *config) {
@@ -479,6 +481,12 @@ func (c *config) validateSizes(bad badFunc) error {
 		if n.v <= 0 || n.v > 1<<30 {
 			return bad(n.name, "want a size between 1 byte and 1GiB", formatSize(n.v))
 		}
+	}
+	if c.MaxInflightBody == 0 {
+		c.MaxInflightBody = max(4*c.MaxBody, 16<<20)
+	}
+	if c.MaxInflightBody < 0 || c.MaxInflightBody/4*3 < c.MaxBody {
+		return bad("max-inflight-body", "want at least 4/3 x --max-body, so that a largest body fits", formatSize(c.MaxInflightBody))
 	}
 	return nil
 }

@@ -107,7 +107,16 @@ func TestHostile(t *testing.T) {
 	t.Run("input", h.testInput)
 	t.Run("protocol", h.testProtocol)
 	t.Run("http", h.testHTTP)
+	t.Run("results", h.testResults)
+	t.Run("smuggling", h.testSmuggling)
 	t.Logf("hostile cases ran in %s", time.Since(start).Round(time.Millisecond))
+	// Every body reservation of the body budget was given back.
+	for deadline := time.Now().Add(5 * time.Second); s.app.api.InflightBodyBytes() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("request-body bytes still reserved after the suite: %d", s.app.api.InflightBodyBytes())
+			break
+		}
+	}
 
 	// The server is still up: its heap must be back near where it started.
 	http.DefaultClient.CloseIdleConnections()

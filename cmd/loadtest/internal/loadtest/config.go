@@ -131,7 +131,7 @@ func parseArgs(args []string, usage io.Writer) (*flagValues, error) {
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Second, "per-request timeout (client side)")
 	fs.StringVar(&c.APIKey, "api-key", "", "sent as 'Authorization: Bearer <key>' (default: $"+APIKeyEnv+")")
 	fs.BoolVar(&c.JSON, "json", false, "print the summary as JSON instead of a table")
-	fs.StringVar(&c.HTMLPath, "html", "", "write an interactive HTML latency plot to this file")
+	fs.StringVar(&c.HTMLPath, "html", "", "write the HTML report (latency percentiles, throughput by status, histogram, summary) to this file")
 	fs.DurationVar(&c.Progress, "progress", 0, "print a one-line progress report to stderr at this interval (0 = off)")
 
 	if err := fs.Parse(args); err != nil {

@@ -24,6 +24,12 @@ type fakeAPI struct {
 	holdUntil int
 	reached   chan struct{}
 	released  bool // reached is closed; guarded by mu
+	// plan, when set, replaces the default plan (package func plan) of
+	// which response the n-th request gets (status -1: the connection is
+	// closed without an answer, a transport error); delay, when set, is how
+	// long the n-th request takes before it is answered.
+	plan  func(n int) (status int, errType string)
+	delay func(n int) time.Duration
 
 	mu          sync.Mutex
 	n           int
@@ -113,9 +119,29 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	status, errType := plan(n)
+	if f.delay != nil {
+		time.Sleep(f.delay(n))
+	}
+	planFn := plan
+	if f.plan != nil {
+		planFn = f.plan
+	}
+	status, errType := planFn(n)
 	if problem != "" {
 		status, errType = http.StatusBadRequest, "invalid_request"
+	}
+
+	if status == -1 {
+		f.mu.Lock()
+		f.inFlight--
+		f.mu.Unlock()
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler)
 	}
 
 	f.mu.Lock()

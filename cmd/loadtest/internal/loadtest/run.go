@@ -1,7 +1,6 @@
 package loadtest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
-	"github.com/tsenart/vegeta/v12/lib/plot"
 )
 
 // Exit codes of Main.
@@ -28,10 +26,6 @@ const (
 	// preflightTimeout caps the start-up reachability check independently of
 	// -timeout, which may legitimately be minutes for slow scripts.
 	preflightTimeout = 5 * time.Second
-	// plotPointsPerSeries keeps the HTML file small enough for a browser to
-	// open after a long run; vegeta downsamples with LTTB, which preserves
-	// the spikes a person is looking for.
-	plotPointsPerSeries = 4000
 )
 
 // Main is the whole command: parse args, check the target, run, report.
@@ -47,7 +41,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitUsage
 	}
 
-	// Create the plot file before sending any load so that a typo in its
+	// Create the report file before sending any load so that a typo in its
 	// directory does not throw away a long run's results at the end.
 	var htmlFile *os.File
 	if cfg.HTMLPath != "" {
@@ -62,19 +56,19 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "loadtest: target unreachable: %v\n", err)
 		if htmlFile != nil {
 			htmlFile.Close()
-			os.Remove(cfg.HTMLPath) // don't leave an empty "plot" behind
+			os.Remove(cfg.HTMLPath) // don't leave an empty report behind
 		}
 		return ExitFailure
 	}
 
-	sum, plt, err := Run(ctx, cfg, stderr)
+	sum, rep, err := Run(ctx, cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "loadtest: %v\n", err)
 		return ExitFailure
 	}
 
 	code := ExitOK
-	if htmlFile != nil && !finishPlot(htmlFile, plt, cfg.HTMLPath, stderr) {
+	if htmlFile != nil && !finishHTML(htmlFile, rep, cfg, sum, stderr) {
 		code = ExitFailure
 	}
 	if cfg.JSON {
@@ -93,63 +87,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-// finishPlot writes the plot into f and closes it; it reports the error
+// finishHTML writes the report into f and closes it; it reports the error
 // and false if that failed.
-func finishPlot(f *os.File, plt *plot.Plot, path string, stderr io.Writer) bool {
-	err := writePlot(f, plt)
+func finishHTML(f *os.File, rep *Report, cfg *Config, sum *Summary, stderr io.Writer) bool {
+	err := rep.WriteHTML(f, cfg, sum, time.Now())
 	if err == nil {
 		err = f.Close()
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "loadtest: writing %s: %v\n", path, err)
+		fmt.Fprintf(stderr, "loadtest: writing %s: %v\n", cfg.HTMLPath, err)
 		return false
 	}
 	return true
-}
-
-// vegetaSeriesOpts is how vegeta v12.13's plot template configures each
-// series. It hides points and breaks lines at gaps, so a series whose samples
-// are isolated (a few 429s among many OKs: every other series is NaN at their
-// timestamps) draws nothing at all. spanGaps joins them so error series are
-// visible. If a vegeta upgrade changes the template this is a no-op and the
-// plot is merely as vegeta draws it
-// (TestHTMLPlotFileIsWrittenAndContainsTheLatencyChart notices).
-const (
-	vegetaSeriesOpts  = "points: { show: false },"
-	patchedSeriesOpts = "points: { show: false }, spanGaps: true,"
-)
-
-func writePlot(w io.Writer, plt *plot.Plot) error {
-	plt.Close()
-	var buf bytes.Buffer
-	if _, err := plt.WriteTo(&buf); err != nil {
-		return err
-	}
-	html := bytes.Replace(buf.Bytes(), []byte(vegetaSeriesOpts), []byte(patchedSeriesOpts), 1)
-	_, err := w.Write(html)
-	return err
-}
-
-// plotLabel splits the plot into series a person can tell apart: "ERROR"
-// in a label makes vegeta draw it in red. Labels are a small fixed set so a
-// server returning many odd statuses cannot produce an unreadable legend.
-func plotLabel(warmup bool, r *vegeta.Result) string {
-	switch {
-	case warmup:
-		return "WARMUP"
-	case r.Code == 0:
-		return "ERROR transport"
-	case isSuccess(r.Code):
-		return "OK"
-	case r.Code == http.StatusTooManyRequests:
-		return "ERROR 429"
-	case r.Code >= 400 && r.Code < 500:
-		return "ERROR 4xx"
-	case r.Code >= 500 && r.Code < 600:
-		return "ERROR 5xx"
-	default:
-		return "ERROR other"
-	}
 }
 
 func modeDescription(cfg *Config) string {
@@ -184,10 +133,10 @@ func CheckReachable(ctx context.Context, rawURL string) error {
 }
 
 // Run sends the load described by cfg and returns its summary and, when
-// cfg.HTMLPath is set, the latency plot of every result (nil otherwise).
+// cfg.HTMLPath is set, the data of the HTML report (nil otherwise).
 // Progress lines (if cfg.Progress > 0) go to progressOut. Cancelling ctx
 // stops the attack early; the summary then has Interrupted set.
-func Run(ctx context.Context, cfg *Config, progressOut io.Writer) (*Summary, *plot.Plot, error) {
+func Run(ctx context.Context, cfg *Config, progressOut io.Writer) (*Summary, *Report, error) {
 	// vegeta only reports completed requests; counting targeter calls gives
 	// "sent", so progress can show requests still in flight.
 	var sent atomic.Uint64
@@ -208,26 +157,19 @@ func Run(ctx context.Context, cfg *Config, progressOut io.Writer) (*Summary, *pl
 	if cfg.Batch {
 		name = "batch"
 	}
-	var plt *plot.Plot
+	var rep *Report
 	if cfg.HTMLPath != "" {
-		plt = plot.New(
-			plot.Title(fmt.Sprintf("loadtest %s (%s)", cfg.URL, modeDescription(cfg))),
-			plot.Downsample(plotPointsPerSeries),
-			plot.Label(func(r *vegeta.Result) string { return plotLabel(col.InWarmup(r), r) }),
-		)
+		rep = NewReport(start, warmupEnd, cfg.Warmup+cfg.Duration)
 	}
 	results := atk.Attack(targeter, pacer, cfg.Warmup+cfg.Duration, name)
 
 	stopProgress := startProgress(cfg, progressOut, start, &sent, col)
 	defer stopProgress()
-	interrupted, err := collect(ctx, atk, results, col, plt)
-	if err != nil {
-		return nil, nil, err
-	}
+	interrupted := collect(ctx, atk, results, col, rep)
 	stopProgress()
 	sum := col.Summary(cfg)
 	sum.Interrupted = interrupted
-	return sum, plt, nil
+	return sum, rep, nil
 }
 
 // newTargeter is the one request every attack sends.
@@ -278,29 +220,20 @@ func newAttacker(cfg *Config) (*vegeta.Attacker, vegeta.Pacer) {
 	return vegeta.NewAttacker(opts...), pacer
 }
 
-// collect adds every result to col (and plt) until the attack ends; ctx
-// stops sending early, and it then reports interrupted.
-func collect(ctx context.Context, atk *vegeta.Attacker, results <-chan *vegeta.Result, col *Collector, plt *plot.Plot) (interrupted bool, err error) {
+// collect adds every result to col (and rep) until the attack ends; ctx
+// stops sending early, and collect then reports interrupted.
+func collect(ctx context.Context, atk *vegeta.Attacker, results <-chan *vegeta.Result, col *Collector, rep *Report) (interrupted bool) {
 	done := ctx.Done()
 	for {
 		select {
 		case r, ok := <-results:
 			if !ok {
-				return interrupted, nil
+				return interrupted
 			}
 			col.Add(r)
-			if plt == nil {
-				continue
-			}
-			// Warmup results go in too (labelled): the plot orders points
-			// by sequence number and would stall on a gap.
-			if err := plt.Add(r); err != nil {
-				atk.Stop()
-				go func() { // let vegeta's workers finish and exit
-					for range results {
-					}
-				}()
-				return interrupted, fmt.Errorf("plot: %w", err)
+			if rep != nil {
+				// Warmup results go in too: the charts show them, shaded.
+				rep.Add(r)
 			}
 		case <-done:
 			// Stop sending; in-flight requests still complete and are

@@ -198,8 +198,11 @@ func TestTextSummaryShowsLatencyStatusesErrorTypesAndRetryAfter(t *testing.T) {
 	}
 }
 
-func TestHTMLPlotFileIsWrittenAndContainsTheLatencyChart(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "plot.html")
+// The report is one file that needs nothing else: no script, style, font
+// or image from anywhere. (That it draws is checked in Chromium:
+// report_browser_test.go.)
+func TestHTMLReportIsOneSelfContainedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "report.html")
 	_, code, _, errOut := runUntilEnough(t, 5, func(url, d string) []string {
 		return []string{"-url", url, "-rate", "100", "-duration", d, "-html", path, "-json"}
 	})
@@ -210,10 +213,15 @@ func TestHTMLPlotFileIsWrittenAndContainsTheLatencyChart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	html := string(b)
-	for _, want := range []string{"<html", "uPlot", "loadtest http://127.0.0.1", "execute: OK", "execute: ERROR 429", "execute: ERROR 4xx", "execute: ERROR 5xx", patchedSeriesOpts} {
-		if !strings.Contains(html, want) {
-			t.Errorf("plot lacks %q (%d bytes)", want, len(b))
+	page := string(b)
+	for _, want := range []string{"<!DOCTYPE html>", "Load test: http://127.0.0.1", `id="lat-chart"`, `id="tput-chart"`, `id="hist-chart"`, `id="statuses"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("report lacks %q (%d bytes)", want, len(b))
+		}
+	}
+	for _, bad := range []string{"<script src", "<link", "@import", "url(", "https://"} {
+		if strings.Contains(page, bad) {
+			t.Errorf("report refers to something outside itself: %q", bad)
 		}
 	}
 }
@@ -306,8 +314,8 @@ func TestWarmupRequestsAreCountedSeparatelyExcludedFromTheSummaryAndPlotted(t *t
 	if counted != s.Requests {
 		t.Errorf("status_codes add up to %d, requests = %d", counted, s.Requests)
 	}
-	if b, err := os.ReadFile(path); err != nil || !strings.Contains(string(b), "execute: WARMUP") {
-		t.Errorf("plot has no WARMUP series (%v)", err)
+	if b, err := os.ReadFile(path); err != nil || !strings.Contains(string(b), `"warmup_s":0.3`) {
+		t.Errorf("report does not mark the 0.3 s warmup (%v)", err)
 	}
 }
 

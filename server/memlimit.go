@@ -1,0 +1,27 @@
+package server
+
+import (
+	"log/slog"
+	"os"
+	"runtime/debug"
+)
+
+// memoryLimitFor is the Go runtime's soft memory limit for a body budget:
+// what the server itself needs, plus each budgeted body byte about five times
+// over (fasthttp's buffer, the decoded script, the request the runner gets,
+// the frame written to the worker, and garbage not yet collected).
+func memoryLimitFor(budget int64) int64 { return 64<<20 + 5*budget }
+
+// applyMemoryLimit sets the soft memory limit derived from the body budget,
+// unless the operator set GOMEMLIMIT (the runtime already applied it). Near
+// the limit the collector runs more often instead of letting the heap double,
+// so a burst of large bodies does not leave the process at twice its live
+// memory. It is a soft limit: the server never fails for reaching it.
+func applyMemoryLimit(cfg config, log *slog.Logger) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	limit := memoryLimitFor(cfg.MaxInflightBody)
+	debug.SetMemoryLimit(limit)
+	log.Debug("Go memory limit set from --max-inflight-body", "limit", formatSize(limit), "max_inflight_body", formatSize(cfg.MaxInflightBody))
+}
