@@ -373,6 +373,25 @@ func waitJailProcesses(t *testing.T, what string, n int, cond func(procInfo) boo
 	}
 }
 
+// waitForkedJail waits until one jail of the suite holds more than one
+// process: a script has forked.
+func waitForkedJail(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		perUID := map[int]int{}
+		for _, p := range hostProcesses() {
+			if len(p.uids) == 4 && inJailRange(p.uids[0]) {
+				if perUID[p.uids[0]]++; perUID[p.uids[0]] > 1 {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting for a script to fork in its jail")
+		}
+	}
+}
+
 // inJailRange: the server gives jails uidRangeSize(--max-workers) uids.
 func inJailRange(uid int) bool {
 	return uid >= hostileUIDBase && uid < hostileUIDBase+uidRangeSize(hostileMaxWorkers)
