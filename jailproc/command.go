@@ -40,17 +40,7 @@ func compileWorker(python string) (dir, pyc string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("compile the worker with %s: %w", python, err)
 	}
-	// nsjail resolves bind-mount sources as the jail's unprivileged uid, so
-	// every folder above the file must be searchable by others: a private
-	// $TMPDIR (0700) would make every spawn fail.
-	parent := os.TempDir()
-	if !searchableByAll(parent) {
-		parent = "/tmp"
-	}
-	if !searchableByAll(parent) {
-		return "", "", fmt.Errorf("no folder searchable by the jails' uids to hold the worker (tried %s and /tmp)", os.TempDir())
-	}
-	dir, err = os.MkdirTemp(parent, "executor-pyworker-")
+	dir, err = workerFolder()
 	if err != nil {
 		return "", "", err
 	}
@@ -65,6 +55,33 @@ func compileWorker(python string) (dir, pyc string, err error) {
 		return "", "", err
 	}
 	return dir, pyc, nil
+}
+
+// neutralWorkerParent holds the compiled worker when the server may create
+// it (it runs as root). The worker's bind-mount source is visible inside the
+// jail (/proc/self/mountinfo): under $TMPDIR it showed the server's temp
+// folder; here it shows only this fixed path and a random name.
+const neutralWorkerParent = "/run/executor"
+
+// workerFolder creates the private folder of the compiled worker: in
+// neutralWorkerParent if possible, else in $TMPDIR or /tmp. nsjail resolves
+// bind-mount sources as the jail's unprivileged uid, so every folder above
+// the file must be searchable by others: a private $TMPDIR (0700) would make
+// every spawn fail.
+func workerFolder() (string, error) {
+	if os.MkdirAll(neutralWorkerParent, 0o755) == nil && searchableByAll(neutralWorkerParent) {
+		if dir, err := os.MkdirTemp(neutralWorkerParent, "worker-"); err == nil {
+			return dir, nil
+		}
+	}
+	parent := os.TempDir()
+	if !searchableByAll(parent) {
+		parent = "/tmp"
+	}
+	if !searchableByAll(parent) {
+		return "", fmt.Errorf("no folder searchable by the jails' uids to hold the worker (tried %s, %s and /tmp)", neutralWorkerParent, os.TempDir())
+	}
+	return os.MkdirTemp(parent, "executor-pyworker-")
 }
 
 // searchableByAll reports whether path and every folder above it can be
@@ -204,6 +221,7 @@ func (s *Supervisor) jailArgs(hostUID int, extraBinds []string) []string {
 		"--env", "OMP_NUM_THREADS=1",
 		"--env", "MKL_NUM_THREADS=1",
 	}
+	a = append(a, hardeningArgs...)
 	for _, p := range append(s.layout.roBinds[:len(s.layout.roBinds):len(s.layout.roBinds)], extraBinds...) {
 		a = append(a, "--bindmount_ro", p)
 	}
@@ -250,6 +268,27 @@ func (s *Supervisor) jailArgs(hostUID int, extraBinds []string) []string {
 		a = append(a, "--seccomp_policy", c.SeccompPolicy)
 	}
 	return a
+}
+
+// hardeningArgs are the jail arguments that hide the host and make the
+// documented limits the real ones (docs/SECURITY.md, "Host details" and
+// "Limits"). They are one block of jailArgs, kept apart so that a cell's
+// jail can use the same list.
+var hardeningArgs = []string{
+	// nsjail's own /proc shows every system-wide file: the host's boot
+	// line (/proc/cmdline), its kernel config (/proc/config.gz), kallsyms,
+	// /proc/locks, loadavg, meminfo and the rest. subset=pid keeps only the
+	// process folders (and self, thread-self); hidepid=invisible hides the
+	// processes of other uids. ro: the superblock is read-only, as nsjail's
+	// default /proc was.
+	"--disable_proc",
+	"--mount", "none:/proc:proc:subset=pid,hidepid=invisible,ro",
+	// glibc gives each new thread its own malloc arena, 64 MiB of address
+	// space each (up to 8 per core): under RLIMIT_AS (1 GiB) that, not
+	// pids.max, capped a script at 14 to 22 threads. Two arenas leave the
+	// address space to the 8 MiB thread stacks: a script starts as many
+	// threads as --max-procs allows.
+	"--env", "MALLOC_ARENA_MAX=2",
 }
 
 // cpuLimit is RLIMIT_CPU of a jail: a backstop behind the wall-clock

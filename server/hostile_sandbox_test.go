@@ -162,7 +162,7 @@ def main():
     return {'pids': pids, 'environ': env, 'self': os.getpid(), 'ppid': os.getppid()}
 `, status: 200, check: func(t *testing.T, r response) {
 			jsonEq(t, r.Body["result"], `{"pids": ["1"], "self": 1, "ppid": 0,
-				"environ": {"1": ["HOME", "LANG", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"]}}`)
+				"environ": {"1": ["HOME", "LANG", "MALLOC_ARENA_MAX", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"]}}`)
 		}},
 		// The mounts are read-only: nothing a script writes outside its own
 		// /tmp can reach the next run (or the host).
@@ -205,7 +205,7 @@ def main(secret_name):
             seen.append(p)
     return {'seen': seen, 'keys': sorted(os.environ)}
 `, extra: []string{`"input": "` + hostileSecretVar + `"`}, status: 200, check: func(t *testing.T, r response) {
-			jsonEq(t, r.Body["result"], `{"seen": [], "keys": ["HOME", "LANG", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"]}`)
+			jsonEq(t, r.Body["result"], `{"seen": [], "keys": ["HOME", "LANG", "MALLOC_ARENA_MAX", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"]}`)
 			if strings.Contains(r.Raw, hostileSecretValue) {
 				t.Fatalf("the secret leaked: %s", r.Raw)
 			}
@@ -248,7 +248,9 @@ def conn(host, port):
     finally:
         s.close()
 `
-	unreachable := `["OSError", 101]` // ENETUNREACH: no interface is up in the jail
+	// seccomp denies socket() of every family (and the jail's network
+	// namespace has no interface up: ENETUNREACH behind it).
+	unreachable := `["PermissionError", 1]`
 	// An abstract unix socket of the host: abstract names belong to the
 	// network namespace, so the jail must not reach it.
 	abstract := fmt.Sprintf("executor-hostile-%d", os.Getpid())
@@ -276,14 +278,14 @@ def conn(host, port):
 				var got map[string]any
 				result(t, r, &got)
 				for p, v := range got {
-					if fmt.Sprint(v) != "[OSError 101]" {
+					if fmt.Sprint(v) != "[PermissionError 1]" {
 						t.Errorf("port %s: %v", p, v)
 					}
 				}
 			}},
 		{name: "ipv6_loopback_and_external_hosts", script: tryPy + "def main():\n    return [tr(lambda: conn('::1', 80)), tr(lambda: conn('1.1.1.1', 443)), tr(lambda: conn('169.254.169.254', 80))]\n",
 			status: 200, check: func(t *testing.T, r response) {
-				jsonEq(t, r.Body["result"], `[["OSError", 99], ["OSError", 101], ["OSError", 101]]`)
+				jsonEq(t, r.Body["result"], `[["PermissionError", 1], ["PermissionError", 1], ["PermissionError", 1]]`)
 			}},
 		{name: "dns_resolution", script: "import socket\ndef main():\n    out = []\n    for name in ('example.com', 'localhost', 'metadata.google.internal'):\n        try:\n            socket.getaddrinfo(name, 80)\n            out.append('resolved')\n        except socket.gaierror as e:\n            out.append(type(e).__name__)\n    return out\n",
 			status: 200, check: func(t *testing.T, r response) {
@@ -297,7 +299,7 @@ def conn(host, port):
 			}},
 		{name: "host_abstract_unix_socket", script: tryPy + "def main(name):\n    def c():\n        s = socket.socket(socket.AF_UNIX)\n        s.connect('\\0' + name)\n        return s.recv(100)\n    return tr(c)\n",
 			extra: []string{`"input": "` + abstract + `"`}, status: 200,
-			check: func(t *testing.T, r response) { jsonEq(t, r.Body["result"], `["ConnectionRefusedError", 111]`) }},
+			check: func(t *testing.T, r response) { jsonEq(t, r.Body["result"], `["PermissionError", 1]`) }},
 	})
 	// A socket the script binds and listens on lives in the jail's own
 	// network namespace: nothing on the host can connect to it.
@@ -312,12 +314,13 @@ def conn(host, port):
 		go func() {
 			done <- h.execute(t, tryPy+`import time
 def main(port):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(('0.0.0.0', port))
-    s.listen()
+    def listen():
+        s = socket.socket()
+        s.bind(('0.0.0.0', port))
+        s.listen()
+    r = tr(listen)
     time.sleep(1.0)
-    return {'bound': s.getsockname()[1], 'self_connect': tr(lambda: conn('127.0.0.1', port))}
+    return {'listen': r, 'self_connect': tr(lambda: conn('127.0.0.1', port))}
 `, fmt.Sprintf(`"input": %d`, free))
 		}()
 		waitJailProcesses(t, "the script to listen and sleep", 1, sleeping)
@@ -327,7 +330,7 @@ def main(port):
 		}
 		r := <-done
 		h.expect(t, r, 200, "")
-		jsonEq(t, r.Body["result"], fmt.Sprintf(`{"bound": %d, "self_connect": ["OSError", 101]}`, free))
+		jsonEq(t, r.Body["result"], `{"listen": ["PermissionError", 1], "self_connect": ["PermissionError", 1]}`)
 		h.hello(t)
 	})
 }
@@ -336,13 +339,17 @@ def main(port):
 const tenantA = `import os, time, ctypes, socket
 def main():
     open('/tmp/secret', 'w').write('card 4242 4242 4242 4242')
-    s = socket.socket(socket.AF_UNIX)
-    s.bind('\0tenant-a')
-    s.listen()
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.bind('\0tenant-a')
+        s.listen()
+        sock = 'listening'
+    except OSError as e:
+        sock = e.errno  # seccomp: no socket() in a jail
     libc = ctypes.CDLL(None, use_errno=True)
-    shm = libc.shmget(0x5ec, 4096, 0o1000 | 0o666)  # IPC_CREAT
+    shm = libc.shmget(0x5ec, 4096, 0o1000 | 0o666)  # IPC_CREAT; seccomp: EPERM
     time.sleep(1.5)
-    return {'file': open('/tmp/secret').read(), 'shm': shm >= 0, 'pid': os.getpid()}
+    return {'file': open('/tmp/secret').read(), 'socket': sock, 'shm': shm >= 0, 'pid': os.getpid()}
 `
 
 // tenantB hunts for A's files, processes, sockets and shared memory.
@@ -388,12 +395,12 @@ func (h *hostile) testTenants(t *testing.T) {
 		a := <-done
 		h.expect(t, b, 200, "")
 		h.expect(t, a, 200, "")
-		// B sees its own empty /tmp, only itself in /proc, finds nothing,
-		// kills nothing, reaches neither A's socket (ECONNREFUSED) nor its
-		// shared memory (ENOENT).
-		jsonEq(t, b.Body["result"], `{"tmp": [], "pids": ["1"], "found": [], "killed": [], "socket": 111, "shm": [-1, 2]}`)
+		// B sees its own empty /tmp, only itself in /proc, finds nothing and
+		// kills nothing. Neither can create a socket or SysV shared memory
+		// (seccomp: EPERM), so there is no name for the other to reach.
+		jsonEq(t, b.Body["result"], `{"tmp": [], "pids": ["1"], "found": [], "killed": [], "socket": 1, "shm": [-1, 1]}`)
 		// A ran undisturbed to its end.
-		jsonEq(t, a.Body["result"], `{"file": "card 4242 4242 4242 4242", "shm": true, "pid": 1}`)
+		jsonEq(t, a.Body["result"], `{"file": "card 4242 4242 4242 4242", "socket": 1, "shm": false, "pid": 1}`)
 		h.hello(t)
 	})
 }

@@ -104,6 +104,7 @@ func TestHostile(t *testing.T) {
 	t.Run("tenants", h.testTenants)
 	t.Run("proc", h.testProc)
 	t.Run("seccomp", h.testSeccomp)
+	t.Run("jail", h.testJail)
 	t.Run("input", h.testInput)
 	t.Run("protocol", h.testProtocol)
 	t.Run("http", h.testHTTP)
