@@ -237,8 +237,12 @@ func startServer(t *testing.T, name string, uidBase int, env map[string]string) 
 	logs := lockedWriter{&strings.Builder{}}
 	code := make(chan int, 1)
 	started := make(chan *server.App, 1)
+	var environ []string // server.Main takes the environment as os.Environ gives it
+	for k, v := range env {
+		environ = append(environ, k+"="+v)
+	}
 	go func() {
-		code <- server.Main(ctx, args, func(k string) string { return env[k] }, logs, started)
+		code <- server.Main(ctx, args, environ, logs, started)
 	}()
 	var app *server.App
 	select {

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -114,16 +113,14 @@ func (s *Server) decodeAndRun(c *fiber.Ctx, mode executor.Mode) (executor.Result
 	eff := s.effectiveTimeout(rr.TimeoutMS)
 	req := executor.Request{Mode: mode, Script: []byte(rr.Script), Input: rr.Input, Records: rr.Records, Timeout: eff}
 
-	// fiber's UserContext is Background and fasthttp does not cancel on
-	// client disconnect, so the run's deadline is set here explicitly. The
-	// runner applies the exact limit from req.Timeout; the margin covers
-	// waiting for a worker and tearing the jail down.
-	ctx, cancel := context.WithTimeout(s.runBase, eff+s.cfg.AcquireMargin)
-	defer cancel()
-
+	// The run's limit is eff, carried in req.Timeout and enforced by the
+	// runner (the pool bounds the wait for a worker by its own acquire
+	// timeout). The context only ends a run early when Shutdown's grace has
+	// passed; fiber's UserContext would be Background, and fasthttp does not
+	// cancel on client disconnect.
 	s.rec.ExecutionStarted()
 	runStart := time.Now()
-	res, err := s.runner.Run(ctx, req)
+	res, err := s.runner.Run(s.runBase, req)
 	info.runTime = time.Since(runStart)
 	s.rec.ExecutionFinished()
 
@@ -138,7 +135,7 @@ func (s *Server) decodeAndRun(c *fiber.Ctx, mode executor.Mode) (executor.Result
 	case err != nil:
 		result = s.runErrorFor(err, s.runBase.Err() != nil)
 	case res.Status != executor.StatusOK:
-		result = s.scriptError(res, eff)
+		result = s.scriptError(res)
 	}
 	outcome := "ok"
 	if result != nil {

@@ -36,7 +36,7 @@ func (w *worker) run(ctx context.Context, req executor.Request) (executor.Result
 		return executor.Result{}, ErrUsed
 	}
 	timeout := req.Timeout
-	if timeout <= 0 || timeout > w.cfg.Timeout {
+	if timeout <= 0 { // the caller decided the limit (never above cfg.Timeout); zero means cfg.Timeout
 		timeout = w.cfg.Timeout
 	}
 	w.raisePriority()
@@ -236,7 +236,7 @@ func (w *worker) classify(fr pyworker.Result, err error, timeout time.Duration) 
 	case err == nil:
 		return fromFrame(fr)
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return w.limit(executor.StatusTimeout, fmt.Sprintf("the script ran longer than its %d ms limit", timeout.Milliseconds()))
+		return w.limit(executor.StatusTimeout, executor.TimeoutMessage(timeout, w.cfg.Timeout))
 	case errors.Is(err, pyworker.ErrResultTooLarge):
 		return w.limit(executor.StatusOutputLimit, fmt.Sprintf("the result is larger than %d bytes", w.cfg.MaxResult))
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):

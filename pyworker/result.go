@@ -9,6 +9,8 @@ import (
 	"io"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/secure-script-executor/executor"
 )
 
 // MaxTextBytes caps ErrorInfo.Message and ErrorInfo.Traceback after decoding:
@@ -81,12 +83,12 @@ func (r Result) CheckRecords(records int) error {
 // errorTypes is the closed set of error types of docs/PROTOCOL.md section 5;
 // the value says whether the type may appear on a batch item.
 var errorTypes = map[string]bool{
-	"syntax_error":    false,
-	"missing_main":    false,
-	"runtime_error":   true,
-	"result_not_json": true,
-	"memory_limit":    false,
-	"output_limit":    true,
+	string(executor.TypeSyntaxError):   false,
+	string(executor.TypeMissingMain):   false,
+	string(executor.TypeRuntimeError):  true,
+	string(executor.TypeResultNotJSON): true,
+	string(executor.TypeMemoryLimit):   false,
+	string(executor.TypeOutputLimit):   true,
 }
 
 // ReadResult reads one result frame, "SSE-RES <len>\n<payload>", and decodes
@@ -175,37 +177,19 @@ func decodeResult(payload []byte) (Result, error) {
 			return Result{}, fmt.Errorf("non-ASCII byte at offset %d", i)
 		}
 	}
-	var (
-		res                  Result
-		okSeen               bool
-		result, results, err json.RawMessage
-	)
-	if e := decodeObject(payload, func(key string, v json.RawMessage) error {
-		switch key {
-		case "ok":
-			okSeen = true
-			return decodeBool(v, &res.OK)
-		case "result":
-			result = v
-		case "results":
-			results = v
-		case "error":
-			err = v
-		default:
-			return fmt.Errorf("unknown member %.40q", key)
-		}
-		return nil
-	}); e != nil {
+	m, e := decodeMembers(payload)
+	if e != nil {
 		return Result{}, e
 	}
-	if !okSeen {
+	if !m.okSeen {
 		return Result{}, errors.New(`missing "ok"`)
 	}
+	res := Result{OK: m.ok}
 	if !res.OK {
-		if result != nil || results != nil || err == nil {
+		if m.result != nil || m.results != nil || m.err == nil {
 			return Result{}, errors.New(`a failed run has "error" and nothing else`)
 		}
-		info, e := decodeError(err, false)
+		info, e := decodeError(m.err, false)
 		if e != nil {
 			return Result{}, e
 		}
@@ -213,30 +197,67 @@ func decodeResult(payload []byte) (Result, error) {
 		return res, nil
 	}
 	switch {
-	case err != nil:
+	case m.err != nil:
 		return Result{}, errors.New(`a successful run has no "error"`)
-	case (result == nil) == (results == nil):
+	case (m.result == nil) == (m.results == nil):
 		return Result{}, errors.New(`a successful run has exactly one of "result" and "results"`)
-	case result != nil:
-		if e := checkValue(result); e != nil {
+	case m.result != nil:
+		if e := checkValue(m.result); e != nil {
 			return Result{}, e
 		}
-		res.Value = result
+		res.Value = m.result
 		return res, nil
 	}
+	res.Batch, e = decodeBatch(m.results)
+	if e != nil {
+		return Result{}, e
+	}
+	return res, nil
+}
+
+// resultMembers are the members of a result payload, not yet checked
+// against each other.
+type resultMembers struct {
+	ok, okSeen           bool
+	result, results, err json.RawMessage
+}
+
+func decodeMembers(payload []byte) (resultMembers, error) {
+	var m resultMembers
+	err := decodeObject(payload, func(key string, v json.RawMessage) error {
+		switch key {
+		case "ok":
+			m.okSeen = true
+			return decodeBool(v, &m.ok)
+		case "result":
+			m.result = v
+		case "results":
+			m.results = v
+		case "error":
+			m.err = v
+		default:
+			return fmt.Errorf("unknown member %.40q", key)
+		}
+		return nil
+	})
+	return m, err
+}
+
+// decodeBatch decodes the "results" array of a successful batch run.
+func decodeBatch(results json.RawMessage) ([]Item, error) {
 	var raw []json.RawMessage
 	if e := json.Unmarshal(results, &raw); e != nil || raw == nil {
-		return Result{}, errors.New(`"results" is not an array`)
+		return nil, errors.New(`"results" is not an array`)
 	}
-	res.Batch = make([]Item, len(raw))
+	items := make([]Item, len(raw))
 	for i, v := range raw {
 		item, e := decodeItem(v)
 		if e != nil {
-			return Result{}, fmt.Errorf("results[%d]: %w", i, e)
+			return nil, fmt.Errorf("results[%d]: %w", i, e)
 		}
-		res.Batch[i] = item
+		items[i] = item
 	}
-	return res, nil
+	return items, nil
 }
 
 func decodeItem(data json.RawMessage) (Item, error) {

@@ -29,11 +29,7 @@ const MaxIntDigits = 4300
 //
 // It scans v once, iteratively: v may be megabytes long.
 func checkValue(v []byte) error {
-	type container struct {
-		object bool
-		keys   map[string]struct{} // object member names seen so far
-	}
-	var stack []container
+	var stack []jsonContainer
 	expectKey := false // the next string in the current object is a name
 	for i := 0; i < len(v); {
 		switch c := v[i]; c {
@@ -41,7 +37,7 @@ func checkValue(v []byte) error {
 			if len(stack) >= maxDepth {
 				return fmt.Errorf("result nests deeper than %d levels", maxDepth)
 			}
-			stack = append(stack, container{object: c == '{'})
+			stack = append(stack, jsonContainer{object: c == '{'})
 			expectKey = c == '{'
 			i++
 		case '}', ']':
@@ -62,18 +58,9 @@ func checkValue(v []byte) error {
 				return err
 			}
 			if expectKey {
-				top := &stack[len(stack)-1]
-				if top.keys == nil {
-					top.keys = make(map[string]struct{}, 8)
-				}
-				name, err := jsonStringUnits(v[i+1 : end-1])
-				if err != nil {
+				if err := stack[len(stack)-1].addName(v[i:end]); err != nil {
 					return err
 				}
-				if _, dup := top.keys[name]; dup {
-					return fmt.Errorf("an object has the member name %.60s twice", v[i:end])
-				}
-				top.keys[name] = struct{}{}
 				expectKey = false
 			}
 			i = end
@@ -92,6 +79,29 @@ func checkValue(v []byte) error {
 			i = end
 		}
 	}
+	return nil
+}
+
+// jsonContainer is an array or object checkValue is inside.
+type jsonContainer struct {
+	object bool
+	keys   map[string]struct{} // object member names seen so far
+}
+
+// addName records the member name quoted (with its quotes) and refuses one
+// the object already has.
+func (o *jsonContainer) addName(quoted []byte) error {
+	if o.keys == nil {
+		o.keys = make(map[string]struct{}, 8)
+	}
+	name, err := jsonStringUnits(quoted[1 : len(quoted)-1])
+	if err != nil {
+		return err
+	}
+	if _, dup := o.keys[name]; dup {
+		return fmt.Errorf("an object has the member name %.60s twice", quoted)
+	}
+	o.keys[name] = struct{}{}
 	return nil
 }
 

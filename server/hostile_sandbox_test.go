@@ -75,7 +75,9 @@ func (h *hostile) testLimits(t *testing.T) {
 		go func() {
 			done <- h.execute(t, "import os\ndef main():\n    for i in range(30):\n        if os.fork() == 0:\n            break\n    while True:\n        pass\n", `"timeout_ms": 1500`)
 		}()
-		time.Sleep(500 * time.Millisecond)
+		// The burn has begun: the script forked in its jail. (Waiting for
+		// all 31 could outlast the burner's 1.5 s on a loaded machine.)
+		waitForkedJail(t)
 		start := time.Now()
 		h.hello(t)
 		// Answered while the burner still runs (it is killed at 1.5 s):
@@ -322,7 +324,7 @@ def main(port):
     return {'listen': r, 'self_connect': tr(lambda: conn('127.0.0.1', port))}
 `, fmt.Sprintf(`"input": %d`, free))
 		}()
-		time.Sleep(500 * time.Millisecond)
+		waitJailProcesses(t, "the script to listen and sleep", 1, sleeping)
 		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", free), time.Second); err == nil {
 			c.Close()
 			t.Errorf("the host reached a port the script listens on inside the jail")
@@ -389,7 +391,7 @@ func (h *hostile) testTenants(t *testing.T) {
 	t.Run("b_hunts_for_a", func(t *testing.T) {
 		done := make(chan response, 1)
 		go func() { done <- h.execute(t, tenantA) }()
-		time.Sleep(400 * time.Millisecond) // A has written its secret and sleeps
+		waitJailProcesses(t, "A to write its secret and sleep", 1, sleeping)
 		b := h.execute(t, tenantB)
 		a := <-done
 		h.expect(t, b, 200, "")
@@ -476,7 +478,7 @@ def main():
 	t.Run("host_view_of_a_running_jail", func(t *testing.T) {
 		done := make(chan response, 1)
 		go func() { done <- h.execute(t, "import time\ndef main():\n    time.sleep(1.0)\n    return 'slept'\n") }()
-		time.Sleep(500 * time.Millisecond)
+		waitJailProcesses(t, "the script to sleep", 1, sleeping)
 		n := 0
 		for _, p := range hostProcesses() {
 			if len(p.uids) != 4 || !inJailRange(p.uids[0]) {
@@ -530,7 +532,7 @@ def main():
 				results[i] = h.execute(t, "import time\ndef main(i):\n    time.sleep(1.2)\n    return i\n", fmt.Sprintf(`"input": %d`, i))
 			}(i)
 		}
-		time.Sleep(600 * time.Millisecond)
+		waitJailProcesses(t, "four scripts to sleep", n, sleeping)
 		if cellMode() {
 			checkCellChildrenUIDs(t, n)
 			wg.Wait()

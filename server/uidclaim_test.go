@@ -15,7 +15,7 @@ func TestASecondServerOnTheSameUIDBaseExitsWithStatus2AndNamesTheFix(t *testing.
 	var stderr syncBuffer
 	args := []string{"--host", "127.0.0.1", "--port", "0", "--nsjail-path", testenv.Nsjail(t), "--uid-base", base,
 		"--warm-workers", "1", "--max-workers", "2", "--cgroup-parent", testenv.CgroupParent(t, "uidclaim")}
-	code := Main(context.Background(), args, func(string) string { return "" }, &stderr, nil)
+	code := Main(context.Background(), args, nil, &stderr, nil)
 	if code != 2 {
 		t.Fatalf("exit code %d, want 2:\n%s", code, stderr.String())
 	}

@@ -189,25 +189,7 @@ func (r *Report) data(s *Summary) reportData {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 
-	var n uint64
-	for _, sl := range r.slots {
-		for _, c := range sl.counts {
-			n += c
-		}
-	}
-	// Merge k adjacent slots per display bin: at most maxDisplayBins, and
-	// enough samples per bin for a meaningful p99 unless that would leave
-	// fewer than minDisplayBins.
-	// Bins are a round width (1 s, not 0.575 s) whenever the slots allow,
-	// or a steady rate would show as a saw of 17 and 18 requests per bin.
-	k := 1
-	for len(r.slots) > 0 {
-		bins := (len(r.slots) + k - 1) / k
-		if bins <= maxDisplayBins && (bins <= minDisplayBins || n/uint64(bins) >= minPerBin) && r.niceMultiple(k) {
-			break
-		}
-		k++
-	}
+	k := r.slotsPerBin()
 	bins := (len(r.slots) + k - 1) / k
 	binW := r.width * time.Duration(k)
 	d := reportData{
@@ -218,10 +200,48 @@ func (r *Report) data(s *Summary) reportData {
 	if !r.warmupEnd.IsZero() {
 		d.WarmupSeconds = r.warmupEnd.Sub(r.start).Seconds()
 	}
+	for b := range bins {
+		d.Times[b] = (binW * time.Duration(b)).Seconds()
+	}
+	counts, lats := r.mergeSlots(k, bins)
+	d.Series = r.rateSeries(counts, k)
+	d.Quantiles = quantileSeries(lats)
+	d.Hist = r.histogram()
+	if s.Requests > 0 {
+		d.Marks = []valueMark{{"p50", s.Latency.P50}, {"p90", s.Latency.P90}, {"p99", s.Latency.P99}}
+	}
+	return d
+}
+
+// slotsPerBin is how many adjacent slots one display bin merges: at most
+// maxDisplayBins, and enough samples per bin for a meaningful p99 unless that
+// would leave fewer than minDisplayBins. Bins are a round width (1 s, not
+// 0.575 s) whenever the slots allow, or a steady rate would show as a saw of
+// 17 and 18 requests per bin. r.mu must be held.
+func (r *Report) slotsPerBin() int {
+	var n uint64
+	for _, sl := range r.slots {
+		for _, c := range sl.counts {
+			n += c
+		}
+	}
+	k := 1
+	for len(r.slots) > 0 {
+		bins := (len(r.slots) + k - 1) / k
+		if bins <= maxDisplayBins && (bins <= minDisplayBins || n/uint64(bins) >= minPerBin) && r.niceMultiple(k) {
+			break
+		}
+		k++
+	}
+	return k
+}
+
+// mergeSlots adds up the counts and latencies of k slots per bin. r.mu must
+// be held.
+func (r *Report) mergeSlots(k, bins int) ([][numCats]uint64, []map[int]uint64) {
 	counts := make([][numCats]uint64, bins)
 	lats := make([]map[int]uint64, bins)
 	for b := range bins {
-		d.Times[b] = (binW * time.Duration(b)).Seconds()
 		lats[b] = map[int]uint64{}
 		for _, sl := range r.slots[b*k : min((b+1)*k, len(r.slots))] {
 			for c := range numCats {
@@ -232,7 +252,13 @@ func (r *Report) data(s *Summary) reportData {
 			}
 		}
 	}
+	return counts, lats
+}
 
+// rateSeries is the rate of each category per bin, for the categories seen.
+// r.mu must be held.
+func (r *Report) rateSeries(counts [][numCats]uint64, k int) []tsSeries {
+	bins := len(counts)
 	var measured [numCats]uint64
 	for c := range numCats {
 		for _, v := range r.hist[c] {
@@ -245,6 +271,7 @@ func (r *Report) data(s *Summary) reportData {
 	for b := range bins {
 		secs[b] = (r.width * time.Duration(min((b+1)*k, len(r.slots))-b*k)).Seconds()
 	}
+	var series []tsSeries
 	for c := range numCats {
 		seen := measured[c] > 0
 		rate := make([]float64, bins)
@@ -253,28 +280,28 @@ func (r *Report) data(s *Summary) reportData {
 			seen = seen || counts[b][c] > 0
 		}
 		if seen {
-			d.Series = append(d.Series, tsSeries{Key: catNames[c], Label: catLabels[c], Rate: rate, Total: measured[c]})
+			series = append(series, tsSeries{Key: catNames[c], Label: catLabels[c], Rate: rate, Total: measured[c]})
 		}
 	}
+	return series
+}
 
+// quantileSeries is p50, p90 and p99 per bin (nil where a bin is empty).
+func quantileSeries(lats []map[int]uint64) []qSeries {
+	var out []qSeries
 	for _, q := range []struct {
 		key string
 		p   float64
 	}{{"p50", 0.50}, {"p90", 0.90}, {"p99", 0.99}} {
-		qs := qSeries{Key: q.key, Label: q.key, Ms: make([]*float64, bins)}
-		for b := range bins {
+		qs := qSeries{Key: q.key, Label: q.key, Ms: make([]*float64, len(lats))}
+		for b := range lats {
 			if v, ok := quantile(lats[b], q.p); ok {
 				qs.Ms[b] = &v
 			}
 		}
-		d.Quantiles = append(d.Quantiles, qs)
+		out = append(out, qs)
 	}
-
-	d.Hist = r.histogram()
-	if s.Requests > 0 {
-		d.Marks = []valueMark{{"p50", s.Latency.P50}, {"p90", s.Latency.P90}, {"p99", s.Latency.P99}}
-	}
-	return d
+	return out
 }
 
 // niceWidths are the round bin widths of the charts.
@@ -392,7 +419,19 @@ func (r *Report) WriteHTML(w io.Writer, cfg *Config, s *Summary, generated time.
 		Generated:   generated.UTC().Format("2006-01-02 15:04:05 UTC"),
 		Interrupted: s.Interrupted,
 		Data:        r.data(s),
+		Rows:        summaryRows(s),
+		Latency:     latencyRows(s),
+		Statuses:    statusRows(s),
+		Transport:   s.TransportErrorExamples,
 	}
+	for _, t := range sortedKeys(s.ErrorTypes) {
+		p.ErrorTypes = append(p.ErrorTypes, countRow{"", t, "", s.ErrorTypes[t], share(s, s.ErrorTypes[t])})
+	}
+	return reportTemplate.Execute(w, p)
+}
+
+// summaryRows are the target, mode, script and totals of the run.
+func summaryRows(s *Summary) []summaryRow {
 	mode := fmt.Sprintf("closed loop, %d workers", s.Concurrency)
 	if s.Mode != "closed" {
 		mode = fmt.Sprintf("open loop, %d req/s target", s.TargetRate)
@@ -404,35 +443,45 @@ func (r *Report) WriteHTML(w io.Writer, cfg *Config, s *Summary, generated time.
 	if s.BatchSize > 0 {
 		script += fmt.Sprintf(" (batch of %d inputs)", s.BatchSize)
 	}
-	p.Rows = []summaryRow{
+	rows := []summaryRow{
 		{"Target", s.URL, ""},
 		{"Mode", mode, ""},
 		{"Script", script, ""},
 	}
 	if s.WarmupSeconds > 0 {
-		p.Rows = append(p.Rows, summaryRow{"Warmup", fmt.Sprintf("%gs", s.WarmupSeconds), fmt.Sprintf("%d requests, shaded in the charts, excluded from every figure", s.WarmupRequests)})
+		rows = append(rows, summaryRow{"Warmup", fmt.Sprintf("%gs", s.WarmupSeconds), fmt.Sprintf("%d requests, shaded in the charts, excluded from every figure", s.WarmupRequests)})
 	}
-	p.Rows = append(p.Rows,
+	return append(rows,
 		summaryRow{"Duration", fmt.Sprintf("%.2f s", s.DurationSeconds), fmt.Sprintf("sending, + %.3f s waiting for the last responses", s.WaitSeconds)},
 		summaryRow{"Requests", strconv.FormatUint(s.Requests, 10), fmt.Sprintf("%.1f req/s sent", s.Rate)},
 		summaryRow{"Throughput", fmt.Sprintf("%.1f /s", s.Throughput), "successful responses per second"},
 		summaryRow{"Success", fmt.Sprintf("%.2f %%", 100*s.SuccessRatio), fmt.Sprintf("%d of %d", s.Successes, s.Requests)},
 	)
-	p.Latency = [][]string{{"", "mean", "p50", "p90", "p99", "max"}}
+}
+
+// latencyRows is the latency table: all requests, and 2xx only.
+func latencyRows(s *Summary) [][]string {
+	rows := [][]string{{"", "mean", "p50", "p90", "p99", "max"}}
 	lrow := func(name string, l LatencySummary) []string {
 		return []string{name, fmtMs(l.Mean), fmtMs(l.P50), fmtMs(l.P90), fmtMs(l.P99), fmtMs(l.Max)}
 	}
-	p.Latency = append(p.Latency, lrow("all requests", s.Latency))
+	rows = append(rows, lrow("all requests", s.Latency))
 	if s.Successes > 0 {
-		p.Latency = append(p.Latency, lrow("2xx only", s.SuccessLatency))
+		rows = append(rows, lrow("2xx only", s.SuccessLatency))
 	}
+	return rows
+}
 
-	share := func(n uint64) string {
-		if s.Requests == 0 {
-			return ""
-		}
-		return fmt.Sprintf("%.1f %%", 100*float64(n)/float64(s.Requests))
+// share is n as a percentage of all requests ("" without requests).
+func share(s *Summary, n uint64) string {
+	if s.Requests == 0 {
+		return ""
 	}
+	return fmt.Sprintf("%.1f %%", 100*float64(n)/float64(s.Requests))
+}
+
+// statusRows counts each status code in numeric order, then transport errors.
+func statusRows(s *Summary) []countRow {
 	codes := make([]string, 0, len(s.StatusCodes))
 	for c := range s.StatusCodes {
 		codes = append(codes, c)
@@ -442,6 +491,7 @@ func (r *Report) WriteHTML(w io.Writer, cfg *Config, s *Summary, generated time.
 		b, _ := strconv.Atoi(codes[j])
 		return a < b
 	})
+	var rows []countRow
 	for _, c := range codes {
 		code, _ := strconv.Atoi(c)
 		name := c
@@ -455,16 +505,12 @@ func (r *Report) WriteHTML(w io.Writer, cfg *Config, s *Summary, generated time.
 				note = "all with Retry-After"
 			}
 		}
-		p.Statuses = append(p.Statuses, countRow{catNames[category(uint16(code))], name, note, s.StatusCodes[c], share(s.StatusCodes[c])})
+		rows = append(rows, countRow{catNames[category(uint16(code))], name, note, s.StatusCodes[c], share(s, s.StatusCodes[c])})
 	}
 	if s.TransportErrors > 0 {
-		p.Statuses = append(p.Statuses, countRow{catNames[catTransport], "transport error", "no HTTP response", s.TransportErrors, share(s.TransportErrors)})
+		rows = append(rows, countRow{catNames[catTransport], "transport error", "no HTTP response", s.TransportErrors, share(s, s.TransportErrors)})
 	}
-	for _, t := range sortedKeys(s.ErrorTypes) {
-		p.ErrorTypes = append(p.ErrorTypes, countRow{"", t, "", s.ErrorTypes[t], share(s.ErrorTypes[t])})
-	}
-	p.Transport = s.TransportErrorExamples
-	return reportTemplate.Execute(w, p)
+	return rows
 }
 
 // fmtMs prints a latency with a sensible unit and 3 significant digits.

@@ -68,16 +68,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	code := ExitOK
-	if htmlFile != nil {
-		if err = rep.WriteHTML(htmlFile, cfg, sum, time.Now()); err == nil {
-			err = htmlFile.Close()
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "loadtest: writing %s: %v\n", cfg.HTMLPath, err)
-			code = ExitFailure
-		}
+	if htmlFile != nil && !finishHTML(htmlFile, rep, cfg, sum, stderr) {
+		code = ExitFailure
 	}
-
 	if cfg.JSON {
 		err = WriteJSON(stdout, sum)
 	} else {
@@ -92,6 +85,20 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitFailure
 	}
 	return code
+}
+
+// finishHTML writes the report into f and closes it; it reports the error
+// and false if that failed.
+func finishHTML(f *os.File, rep *Report, cfg *Config, sum *Summary, stderr io.Writer) bool {
+	err := rep.WriteHTML(f, cfg, sum, time.Now())
+	if err == nil {
+		err = f.Close()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "loadtest: writing %s: %v\n", cfg.HTMLPath, err)
+		return false
+	}
+	return true
 }
 
 func modeDescription(cfg *Config) string {
@@ -130,26 +137,60 @@ func CheckReachable(ctx context.Context, rawURL string) error {
 // Progress lines (if cfg.Progress > 0) go to progressOut. Cancelling ctx
 // stops the attack early; the summary then has Interrupted set.
 func Run(ctx context.Context, cfg *Config, progressOut io.Writer) (*Summary, *Report, error) {
+	// vegeta only reports completed requests; counting targeter calls gives
+	// "sent", so progress can show requests still in flight.
+	var sent atomic.Uint64
+	static := newTargeter(cfg)
+	targeter := func(t *vegeta.Target) error {
+		sent.Add(1)
+		return static(t)
+	}
+	atk, pacer := newAttacker(cfg)
+
+	start := time.Now()
+	var warmupEnd time.Time
+	if cfg.Warmup > 0 {
+		warmupEnd = start.Add(cfg.Warmup)
+	}
+	col := NewCollector(warmupEnd)
+	name := "execute"
+	if cfg.Batch {
+		name = "batch"
+	}
+	var rep *Report
+	if cfg.HTMLPath != "" {
+		rep = NewReport(start, warmupEnd, cfg.Warmup+cfg.Duration)
+	}
+	results := atk.Attack(targeter, pacer, cfg.Warmup+cfg.Duration, name)
+
+	stopProgress := startProgress(cfg, progressOut, start, &sent, col)
+	defer stopProgress()
+	interrupted := collect(ctx, atk, results, col, rep)
+	stopProgress()
+	sum := col.Summary(cfg)
+	sum.Interrupted = interrupted
+	return sum, rep, nil
+}
+
+// newTargeter is the one request every attack sends.
+func newTargeter(cfg *Config) vegeta.Targeter {
 	header := http.Header{}
 	header.Set("Content-Type", "application/json")
 	header.Set("User-Agent", "secure-script-executor-loadtest")
 	if cfg.APIKey != "" {
 		header.Set("Authorization", "Bearer "+cfg.APIKey)
 	}
-	static := vegeta.NewStaticTargeter(vegeta.Target{
+	return vegeta.NewStaticTargeter(vegeta.Target{
 		Method: http.MethodPost,
 		URL:    cfg.URL,
 		Body:   cfg.Body,
 		Header: header,
 	})
-	// vegeta only reports completed requests; counting targeter calls gives
-	// "sent", so progress can show requests still in flight.
-	var sent atomic.Uint64
-	targeter := func(t *vegeta.Target) error {
-		sent.Add(1)
-		return static(t)
-	}
+}
 
+// newAttacker builds the attacker and pacer of an open loop (a rate, maybe
+// capped in flight) or a closed loop (N back-to-back workers).
+func newAttacker(cfg *Config) (*vegeta.Attacker, vegeta.Pacer) {
 	opts := []func(*vegeta.Attacker){
 		vegeta.Timeout(cfg.Timeout),
 		// Only error bodies are inspected and they are small; the cap stops
@@ -176,38 +217,18 @@ func Run(ctx context.Context, cfg *Config, progressOut io.Writer) (*Summary, *Re
 		n := uint64(cfg.Concurrency)
 		opts = append(opts, vegeta.Workers(min(n, vegeta.DefaultWorkers)), vegeta.MaxWorkers(n))
 	}
-	atk := vegeta.NewAttacker(opts...)
+	return vegeta.NewAttacker(opts...), pacer
+}
 
-	start := time.Now()
-	var warmupEnd time.Time
-	if cfg.Warmup > 0 {
-		warmupEnd = start.Add(cfg.Warmup)
-	}
-	col := NewCollector(warmupEnd)
-
-	name := "execute"
-	if cfg.Batch {
-		name = "batch"
-	}
-	var rep *Report
-	if cfg.HTMLPath != "" {
-		rep = NewReport(start, warmupEnd, cfg.Warmup+cfg.Duration)
-	}
-	results := atk.Attack(targeter, pacer, cfg.Warmup+cfg.Duration, name)
-
-	stopProgress := startProgress(cfg, progressOut, start, &sent, col)
-	defer stopProgress()
-
-	interrupted := false
+// collect adds every result to col (and rep) until the attack ends; ctx
+// stops sending early, and collect then reports interrupted.
+func collect(ctx context.Context, atk *vegeta.Attacker, results <-chan *vegeta.Result, col *Collector, rep *Report) (interrupted bool) {
 	done := ctx.Done()
 	for {
 		select {
 		case r, ok := <-results:
 			if !ok {
-				stopProgress()
-				sum := col.Summary(cfg)
-				sum.Interrupted = interrupted
-				return sum, rep, nil
+				return interrupted
 			}
 			col.Add(r)
 			if rep != nil {
