@@ -313,18 +313,25 @@ func (p *Process) wait() {
 	close(p.exited)
 }
 
-// childOf returns the first child of pid (the jailed interpreter), or 0.
+// childOf returns the first child of pid (the jailed interpreter), or 0. A
+// child is listed under the thread that forked it, so every thread is read
+// (nsjail has one; the tests' fake nsjail is a Go program with several).
 func childOf(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		return 0
 	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			n, _ := strconv.Atoi(f[0])
+			return n
+		}
 	}
-	n, _ := strconv.Atoi(f[0])
-	return n
+	return 0
 }
 
 func isClosed(c chan struct{}) bool {
