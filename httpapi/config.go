@@ -33,6 +33,13 @@ type Config struct {
 	// timeout_ms may lower it, never raise it. Default 5s.
 	Timeout time.Duration
 
+	// MemoryLimit is the server's memory limit of one run in bytes (the
+	// sandbox's --memory-limit). A request's memory_limit_mb may lower it,
+	// never raise it: larger values are clamped to it, as timeout_ms is.
+	// Default 0: unknown, so a requested limit is passed on as asked and the
+	// runner must not let it raise its own.
+	MemoryLimit int64
+
 	// AcquireMargin is added to a run's effective timeout to form the deadline
 	// of the context handed to Runner.Run. The runner enforces the exact run
 	// limit itself (Request.Timeout); the margin exists so that waiting for a

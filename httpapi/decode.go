@@ -30,6 +30,8 @@ type runRequest struct {
 	Input json.RawMessage
 	// TimeoutMS is the requested timeout in milliseconds; 0 when not given.
 	TimeoutMS int64
+	// MemoryLimitMB is the requested memory limit in MiB; 0 when not given.
+	MemoryLimitMB int64
 	// Records is the number of batch records (batch only).
 	Records int
 }
@@ -52,9 +54,9 @@ func decodeRunRequest(body []byte, mode executor.Mode, maxRecords int) (runReque
 		return rr, invalidRequest("the request body is not valid UTF-8; encode the JSON as UTF-8")
 	}
 
-	inputField, fields := "input", `"script", "input" and "timeout_ms"`
+	inputField, fields := "input", `"script", "input", "timeout_ms" and "memory_limit_mb"`
 	if mode == executor.ModeBatch {
-		inputField, fields = "inputs", `"script", "inputs" and "timeout_ms"`
+		inputField, fields = "inputs", `"script", "inputs", "timeout_ms" and "memory_limit_mb"`
 	}
 
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -66,14 +68,14 @@ func decodeRunRequest(body []byte, mode executor.Mode, maxRecords int) (runReque
 		return rr, invalidRequest("the request body must be a JSON object with the fields %s", fields)
 	}
 
-	seen := make(map[string]bool, 3)
+	seen := make(map[string]bool, 4)
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
 			return rr, syntaxError(err)
 		}
 		key, _ := tok.(string) // inside an object, Token only yields string keys
-		if key != "script" && key != inputField && key != "timeout_ms" {
+		if key != "script" && key != inputField && key != "timeout_ms" && key != "memory_limit_mb" {
 			msg := fmt.Sprintf("unknown field %q; the fields are %s", clip(key, 100), fields)
 			if key == "input" || key == "inputs" {
 				msg += fmt.Sprintf(" (did you mean %q?)", inputField)
@@ -135,6 +137,12 @@ func decodeRunRequest(body []byte, mode executor.Mode, maxRecords int) (runReque
 				return rr, invalidRequest("timeout_ms must be a positive integer (milliseconds)")
 			}
 			rr.TimeoutMS = ms
+		case "memory_limit_mb":
+			mb, aerr := memoryLimitMB(raw)
+			if aerr != nil {
+				return rr, aerr
+			}
+			rr.MemoryLimitMB = mb
 		}
 	}
 	if _, err := dec.Token(); err != nil { // the closing '}'

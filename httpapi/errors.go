@@ -74,6 +74,7 @@ type apiError struct {
 	// stdout and stderr captured before the failure.
 	script         bool
 	stdout, stderr []byte
+	usage          *usageJSON
 
 	// cause is logged, never sent.
 	cause error
@@ -97,6 +98,7 @@ type errorBody struct {
 	Error  errorDetail `json:"error"`
 	Stdout *string     `json:"stdout,omitempty"`
 	Stderr *string     `json:"stderr,omitempty"`
+	Usage  *usageJSON  `json:"usage,omitempty"`
 }
 
 type errorDetail struct {
@@ -168,6 +170,7 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 		// string() of invalid UTF-8 is fine: encoding/json writes U+FFFD.
 		stdout, stderr := string(ae.stdout), string(ae.stderr)
 		body.Stdout, body.Stderr = &stdout, &stderr
+		body.Usage = ae.usage
 	}
 	return c.Status(status).JSON(body)
 }
@@ -240,12 +243,13 @@ var scriptStatuses = map[executor.Status]bool{
 }
 
 // scriptError builds the 422 answer for a run that ended in a non-OK status.
-// eff is the run's effective timeout, for the timeout message.
-func (s *Server) scriptError(res executor.Result, eff time.Duration) *apiError {
+// eff is the run's effective timeout and memLimit its lowered memory limit
+// (0: the server's), for the messages.
+func (s *Server) scriptError(res executor.Result, eff time.Duration, memLimit int64) *apiError {
 	if !scriptStatuses[res.Status] {
 		return internalError(fmt.Errorf("httpapi: runner returned unknown status %q", res.Status))
 	}
-	ae := &apiError{Type: string(res.Status), script: true, stdout: res.Stdout, stderr: res.Stderr}
+	ae := &apiError{Type: string(res.Status), script: true, stdout: res.Stdout, stderr: res.Stderr, usage: usageOf(res)}
 	if res.Error != nil {
 		ae.Message = res.Error.Message
 		ae.Line = max(0, res.Error.Line)
@@ -257,6 +261,11 @@ func (s *Server) scriptError(res executor.Result, eff time.Duration) *apiError {
 		// The supervisor only knows it killed the jail; we know which limit
 		// applied and what the client can do about it.
 		ae.Message = timeoutMessage(eff, s.cfg.Timeout)
+	}
+	if res.Status == executor.StatusMemoryLimit && memLimit > 0 && s.cfg.MemoryLimit > 0 {
+		// As for timeouts: the client lowered the limit and may raise it.
+		ae.Message = fmt.Sprintf("the script used more memory than its %d MiB limit (memory_limit_mb); use less memory or raise memory_limit_mb up to %d",
+			memLimit/mib, s.cfg.MemoryLimit/mib)
 	}
 	if ae.Message == "" {
 		ae.Message = defaultScriptMessage(ae.Type)

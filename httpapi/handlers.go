@@ -21,6 +21,7 @@ type executeResponse struct {
 	Stdout     string          `json:"stdout"`
 	Stderr     string          `json:"stderr"`
 	DurationMS float64         `json:"duration_ms"`
+	Usage      *usageJSON      `json:"usage"`
 }
 
 // batchResponse is the 200 answer of /execute/batch.
@@ -28,6 +29,8 @@ type batchResponse struct {
 	Results    []batchItem `json:"results"`
 	Stderr     string      `json:"stderr"`
 	DurationMS float64     `json:"duration_ms"`
+	// Usage covers the whole run: module code and every record together.
+	Usage *usageJSON `json:"usage"`
 }
 
 // batchItem is one record's outcome: Result or Error, never both. Result is a
@@ -54,6 +57,7 @@ func (s *Server) handleExecute(c *fiber.Ctx) error {
 		Stdout:     string(res.Stdout), // invalid UTF-8 becomes U+FFFD in encoding/json
 		Stderr:     string(res.Stderr),
 		DurationMS: ms(res.Duration),
+		Usage:      usageOf(res),
 	})
 }
 
@@ -85,6 +89,7 @@ func (s *Server) handleBatch(c *fiber.Ctx) error {
 		Results:    items,
 		Stderr:     string(res.Stderr),
 		DurationMS: ms(res.Duration),
+		Usage:      usageOf(res),
 	})
 }
 
@@ -108,7 +113,8 @@ func (s *Server) decodeAndRun(c *fiber.Ctx, mode executor.Mode) (executor.Result
 	}
 
 	eff := s.effectiveTimeout(rr.TimeoutMS)
-	req := executor.Request{Mode: mode, Script: []byte(rr.Script), Input: rr.Input, Timeout: eff}
+	req := executor.Request{Mode: mode, Script: []byte(rr.Script), Input: rr.Input, Timeout: eff,
+		MemoryLimit: s.effectiveMemoryLimit(rr.MemoryLimitMB)}
 
 	// fiber's UserContext is Background and fasthttp does not cancel on
 	// client disconnect, so the run's deadline is set here explicitly. The
@@ -134,7 +140,7 @@ func (s *Server) decodeAndRun(c *fiber.Ctx, mode executor.Mode) (executor.Result
 	case err != nil:
 		result = s.runErrorFor(err, s.runBase.Err() != nil)
 	case res.Status != executor.StatusOK:
-		result = s.scriptError(res, eff)
+		result = s.scriptError(res, eff, req.MemoryLimit)
 	}
 	outcome := "ok"
 	if result != nil {

@@ -122,6 +122,7 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 	apiCfg := httpapi.Config{
 		MaxBodyBytes:    int(cfg.MaxBody),
 		Timeout:         cfg.Timeout,
+		MemoryLimit:     cfg.MemoryLimit,
 		AcquireMargin:   cfg.AcquireTimeout + time.Second,
 		MaxBatchRecords: cfg.MaxBatchRecords,
 		APIKeys:         cfg.APIKeys,
