@@ -188,7 +188,7 @@ func (s *Server) toAPIError(c *fiber.Ctx, err error) *apiError {
 	switch fe.Code {
 	case fiber.StatusNotFound:
 		return &apiError{Type: TypeNotFound, Message: fmt.Sprintf(
-			"there is no %s %s; the endpoints are POST /execute, POST /execute/batch, GET /healthz and GET /readyz",
+			"there is no %s %s; the endpoints are POST /execute, POST /execute/batch, GET /runtime, GET /openapi.json, GET /healthz and GET /readyz",
 			methodLabel(c.Method()), clip(c.Path(), 200))}
 	case fiber.StatusMethodNotAllowed:
 		return &apiError{Type: TypeMethodNotAllowed, Message: fmt.Sprintf(

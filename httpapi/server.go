@@ -40,6 +40,8 @@ const (
 	RouteBatch     = "/execute/batch"
 	RouteHealthz   = "/healthz"
 	RouteReadyz    = "/readyz"
+	RouteRuntime   = "/runtime"
+	RouteOpenAPI   = "/openapi.json"
 	RouteMetrics   = "/metrics"
 	RouteUnmatched = "unmatched"
 )
@@ -99,6 +101,8 @@ func New(cfg Config, runner Runner) *Server {
 	s.route(fiber.MethodPost, RouteBatch, s.requireAPIKey, s.handleBatch)
 	s.route(fiber.MethodGet, RouteHealthz, s.handleHealthz)
 	s.route(fiber.MethodGet, RouteReadyz, s.handleReadyz)
+	s.route(fiber.MethodGet, RouteRuntime, s.handleRuntime)
+	s.route(fiber.MethodGet, RouteOpenAPI, s.handleOpenAPI)
 	if cfg.MetricsHandler != nil {
 		s.route(fiber.MethodGet, RouteMetrics, adaptor.HTTPHandler(cfg.MetricsHandler))
 	}
