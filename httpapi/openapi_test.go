@@ -146,9 +146,9 @@ func TestEveryDocumentedErrorTypeIsProducedAndItsAnswerMatchesTheOpenAPIDocument
 				}
 				resp.Body = io.NopCloser(strings.NewReader(string(body)))
 			} else {
-				client := &http.Client{Transport: v.Transport(&http.Transport{})}
+				client := &http.Client{Transport: v.Transport(&http.Transport{}, nil)}
 				if p.typ != httpapi.TypeUnauthorized && p.typ != httpapi.TypeNotFound && p.typ != httpapi.TypeMethodNotAllowed {
-					client.Transport = v.Transport(authorized{"right"})
+					client.Transport = v.Transport(authorized{"right"}, nil)
 				}
 				resp = p.send(t, client, url)
 			}
@@ -195,7 +195,7 @@ func TestSuccessfulAnswersOfEveryRouteMatchTheOpenAPIDocument(t *testing.T) {
 	s := httpapi.New(httpapi.Config{MemoryLimit: 256 << 20}, runner)
 	url, _ := serve(t, s)
 	t.Cleanup(func() { s.Shutdown(t.Context()) })
-	client := &http.Client{Transport: v.Transport(nil)}
+	client := &http.Client{Transport: v.Transport(nil, nil)}
 	for _, path := range []string{"/healthz", "/readyz", "/runtime", "/openapi.json"} {
 		resp, err := client.Get(url + path)
 		if err != nil {

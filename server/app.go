@@ -40,6 +40,7 @@ type App struct {
 	failed     chan error
 
 	selftestOK  atomic.Bool
+	python      atomic.Pointer[httpapi.PythonRuntime] // for GET /runtime; see probeRuntime
 	stopSelf    context.CancelFunc
 	selftestEnd chan struct{}
 }
@@ -240,6 +241,7 @@ func (a *App) selftest(ctx context.Context) {
 			case !bytes.Equal(bytes.ReplaceAll(res.Value, []byte(" "), nil), selftestWant):
 				msg = fmt.Sprintf("unexpected result %s", res.Value)
 			default:
+				a.probeRuntime(ctx)
 				a.selftestOK.Store(true)
 				a.log.Info("sandbox self-test passed", "duration_ms", float64(res.Duration.Microseconds())/1000)
 				return

@@ -81,6 +81,7 @@ func startServerUnmanaged(t *testing.T, env map[string]string, args ...string) *
 		t.Fatalf("server did not start:\n%s", s.logs)
 	}
 	s.url = "http://" + s.app.Addr()
+	validateAnswersOf(s.url)
 	return s
 }
 

@@ -37,6 +37,7 @@ type Validator struct {
 	unrouted *openapi3.Operation
 
 	mu       sync.Mutex
+	checked  int
 	seen     map[string]int
 	failures []string
 }
@@ -130,6 +131,13 @@ func (v *Validator) Seen() []string {
 	return out
 }
 
+// Checked is how many answers a Transport validated.
+func (v *Validator) Checked() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.checked
+}
+
 // Failures returns every mismatch a Transport found.
 func (v *Validator) Failures() []string {
 	v.mu.Lock()
@@ -138,26 +146,31 @@ func (v *Validator) Failures() []string {
 }
 
 // Transport wraps inner (http.DefaultTransport when nil) so that every
-// answer is validated as it arrives. A mismatch is returned as the request's
+// answer to a request that only accepts (all when nil) is validated as it
+// arrives. A mismatch is returned as the request's
 // error, so the test that sent it fails, and is kept for Failures, so a test
 // that ignores transport errors cannot hide it.
-func (v *Validator) Transport(inner http.RoundTripper) http.RoundTripper {
+func (v *Validator) Transport(inner http.RoundTripper, only func(*http.Request) bool) http.RoundTripper {
 	if inner == nil {
 		inner = http.DefaultTransport
 	}
-	return &transport{v: v, inner: inner}
+	return &transport{v: v, inner: inner, only: only}
 }
 
 type transport struct {
 	v     *Validator
 	inner http.RoundTripper
+	only  func(*http.Request) bool
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.inner.RoundTrip(req)
-	if err != nil || req.Method == http.MethodHead {
+	if err != nil || req.Method == http.MethodHead || (t.only != nil && !t.only(req)) {
 		return resp, err
 	}
+	t.v.mu.Lock()
+	t.v.checked++
+	t.v.mu.Unlock()
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil {
