@@ -66,7 +66,9 @@ func startServerUnmanaged(t *testing.T, env map[string]string, args ...string) *
 		base = append(base, "--uid-base", testenv.UIDBaseArg(t))
 	}
 	if !slices.Contains(args, "--cgroup-parent") {
-		base = append(base, "--cgroup-parent", testenv.CgroupParent(t, "server"))
+		// Not CgroupParent: a shared server outlives the test that started
+		// it, and removes its (empty) parent itself when it closes.
+		base = append(base, "--cgroup-parent", testenv.CgroupParentName("server"))
 	}
 	getenv := func(k string) string { return env[k] }
 	ctx, cancel := context.WithCancel(context.Background())

@@ -85,7 +85,7 @@ func cgroupDirs(name string) []string {
 // still holding children is left and reported, since that is a leak.
 func CgroupParent(t testing.TB, name string) string {
 	t.Helper()
-	parent := fmt.Sprintf("executor-test-%s-%d-%d", strings.ReplaceAll(name, "/", "-"), os.Getpid(), rand.IntN(1<<30))
+	parent := CgroupParentName(name)
 	t.Cleanup(func() {
 		for _, d := range cgroupDirs(parent) {
 			if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
@@ -94,6 +94,13 @@ func CgroupParent(t testing.TB, name string) string {
 		}
 	})
 	return parent
+}
+
+// CgroupParentName returns a cgroup parent name no other test or process
+// uses, for a server that outlives one test (it removes its parent itself on
+// Close).
+func CgroupParentName(name string) string {
+	return fmt.Sprintf("executor-test-%s-%d-%d", strings.ReplaceAll(name, "/", "-"), os.Getpid(), rand.IntN(1<<30))
 }
 
 // CgroupsLeft lists the groups below parent in every hierarchy the
