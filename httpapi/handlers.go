@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -116,16 +115,9 @@ func (s *Server) decodeAndRun(c *fiber.Ctx, mode executor.Mode) (executor.Result
 	req := executor.Request{Mode: mode, Script: []byte(rr.Script), Input: rr.Input, Timeout: eff,
 		MemoryLimit: s.effectiveMemoryLimit(rr.MemoryLimitMB)}
 
-	// fiber's UserContext is Background and fasthttp does not cancel on
-	// client disconnect, so the run's deadline is set here explicitly. The
-	// runner applies the exact limit from req.Timeout; the margin covers
-	// waiting for a worker and tearing the jail down.
-	ctx, cancel := context.WithTimeout(s.runBase, eff+s.cfg.AcquireMargin)
-	defer cancel()
-
 	s.rec.ExecutionStarted()
 	runStart := time.Now()
-	res, err := s.runner.Run(ctx, req)
+	res, err := s.runFair(req, info)
 	info.runTime = time.Since(runStart)
 	s.rec.ExecutionFinished()
 
@@ -182,23 +174,26 @@ func (s *Server) requireAPIKey(c *fiber.Ctx) error {
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return &apiError{Type: TypeUnauthorized, Message: "the Authorization header is not a bearer token; " + how}
 	}
-	if !s.keyMatches(strings.TrimSpace(key)) {
+	idx := s.keyIndex(strings.TrimSpace(key))
+	if idx < 0 {
 		return &apiError{Type: TypeUnauthorized, Message: "the API key is not valid; check it, or ask the operator for one"}
 	}
+	info := c.Locals(infoKey).(*requestInfo)
+	info.key, info.keyName = idx, s.cfg.APIKeyNames[idx]
 	return c.Next()
 }
 
-// keyMatches compares against every key without stopping early, and
-// compares SHA-256 digests so neither a key's length nor its prefix shows in
-// the timing.
-func (s *Server) keyMatches(key string) bool {
+// keyIndex returns the index of key in APIKeys, or -1. It compares against
+// every key without stopping early, and compares SHA-256 digests so neither
+// a key's length nor its prefix shows in the timing.
+func (s *Server) keyIndex(key string) int {
 	given := sha256.Sum256([]byte(key))
-	match := 0
-	for _, k := range s.cfg.APIKeys {
+	idx := -1
+	for i, k := range s.cfg.APIKeys {
 		want := sha256.Sum256([]byte(k))
-		match |= subtle.ConstantTimeCompare(given[:], want[:])
+		idx = subtle.ConstantTimeSelect(subtle.ConstantTimeCompare(given[:], want[:]), i, idx)
 	}
-	return match == 1
+	return idx
 }
 
 func (s *Server) handleHealthz(c *fiber.Ctx) error {

@@ -53,6 +53,8 @@ type Server struct {
 	app    *fiber.App
 	log    *slog.Logger
 	rec    Recorder
+	keys   KeyRecorder
+	gate   *fairGate // nil: no fair sharing (no API keys, or FairShareSlots 0)
 
 	// routes maps each served path to its template and methods, for route
 	// labels and 405 answers.
@@ -79,7 +81,11 @@ func New(cfg Config, runner Runner) *Server {
 		runner: runner,
 		log:    cfg.Logger,
 		rec:    cfg.Recorder,
+		keys:   cfg.KeyRecorder,
 		routes: make(map[string]*routeInfo),
+	}
+	if len(cfg.APIKeys) > 0 && cfg.FairShareSlots > 0 {
+		s.gate = newFairGate(cfg.FairShareSlots)
 	}
 	s.runBase, s.cancelRuns = context.WithCancel(context.Background())
 
@@ -218,6 +224,11 @@ type requestInfo struct {
 
 	// Only with Config.LogScripts.
 	script, input, stdout, stderr string
+
+	// key is the index of the request's API key in Config.APIKeys (-1: none
+	// or no keys configured), keyName its name for metrics.
+	key     int
+	keyName string
 }
 
 // rejectedOutcomes are the outcomes of /execute and /execute/batch requests
@@ -234,7 +245,7 @@ var rejectedOutcomes = map[string]bool{
 
 // beginRequest assigns the request id and starts the clock.
 func (s *Server) beginRequest(c *fiber.Ctx) *requestInfo {
-	info := &requestInfo{id: requestID(c.Get(fiber.HeaderXRequestID)), start: time.Now(), outcome: "ok"}
+	info := &requestInfo{id: requestID(c.Get(fiber.HeaderXRequestID)), start: time.Now(), outcome: "ok", key: -1}
 	c.Locals(infoKey, info)
 	c.Set(fiber.HeaderXRequestID, info.id)
 	return info
@@ -252,6 +263,9 @@ func (s *Server) finishRequest(c *fiber.Ctx, info *requestInfo) {
 		// execution request: counting it keeps executions_total the
 		// denominator of every ratio and shows client mistakes by type.
 		s.rec.ObserveExecution(info.outcome, 0, 0, 0)
+	}
+	if info.keyName != "" {
+		s.keys.ObserveKeyRequest(info.keyName, info.outcome)
 	}
 
 	reqBytes := len(c.Request().Body())

@@ -89,6 +89,8 @@ var Routes = []string{
 	"/execute/batch",
 	"/healthz",
 	"/readyz",
+	"/runtime",
+	"/openapi.json",
 	"/metrics",
 	RouteUnmatched,
 }

@@ -194,6 +194,7 @@ func (p *Pool) Run(ctx context.Context, req executor.Request) (executor.Result, 
 		if p.cfg.Observer != nil {
 			p.cfg.Observer.ObserveAcquire(time.Since(start), res.CreationTime().After(start))
 		}
+		NotifyAcquired(ctx)
 		out, err := w.Run(ctx, req)
 		reason := DestroyUsed
 		if err != nil {

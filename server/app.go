@@ -127,11 +127,17 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 		AcquireMargin:   cfg.AcquireTimeout + time.Second,
 		MaxBatchRecords: cfg.MaxBatchRecords,
 		APIKeys:         cfg.APIKeys,
+		APIKeyNames:     cfg.APIKeyNames,
+		FairShareSlots:  cfg.MaxWorkers,
+		FairShareWait:   cfg.AcquireTimeout,
 		Logger:          log,
 		Recorder:        a.metrics,
 		LogScripts:      cfg.LogScripts,
 		ReadTimeout:     cfg.ReadTimeout,
 		IdleTimeout:     cfg.IdleTimeout,
+	}
+	if len(cfg.APIKeys) > 0 {
+		apiCfg.KeyRecorder = metrics.NewKeys(reg, httpapi.KeyNames(cfg.APIKeys, cfg.APIKeyNames))
 	}
 	if cfg.MetricsAddr == "" {
 		apiCfg.MetricsHandler = metricsHandler

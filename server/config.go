@@ -60,6 +60,11 @@ type config struct {
 	LogFormat  string
 	LogLevel   string
 	LogScripts bool
+
+	// NamedAPIKeysFile adds keys with names (for per-key metrics);
+	// APIKeyNames[i] names APIKeys[i], "" for an unnamed key.
+	NamedAPIKeysFile string
+	APIKeyNames      []string
 }
 
 // sizeValue parses sizes such as 256MiB, 1GiB, 64KiB or plain bytes.
@@ -181,6 +186,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 
 	fs.Var(listValue{&c.APIKeys, ","}, "api-keys", "comma-separated API keys; when set, /execute requires Authorization: Bearer <key>")
 	fs.StringVar(&c.APIKeysFile, "api-keys-file", "", "file with one API key per line (alternative to --api-keys)")
+	fs.StringVar(&c.NamedAPIKeysFile, "named-api-keys-file", "", "file with one NAME:KEY per line: API keys with a name for per-key metrics (adds to --api-keys and --api-keys-file)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM, how long in-flight runs may take to finish")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", 10*time.Second, "longest time to read one request (slow clients are cut off)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 60*time.Second, "longest idle keep-alive connection")
@@ -349,6 +355,9 @@ func (c *config) validate() error {
 			// Starting without keys would silently open /execute to anyone.
 			return bad("api-keys-file", "it holds no key (one per line; # starts a comment)", c.APIKeysFile)
 		}
+	}
+	if err := c.addNamedKeys(); err != nil {
+		return err
 	}
 	return c.resolveNsjail()
 }

@@ -1,0 +1,63 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+)
+
+// keyNamePattern is what a key name may be: it becomes a metric label value
+// and a log field, so it is short and plain.
+var keyNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// readNamedKeys reads --named-api-keys-file: one "NAME:KEY" per line, the
+// name before the first colon (names cannot hold one, keys may), blank
+// lines and lines starting with # ignored. It is a file of its own, not a
+// syntax of --api-keys-file, because a key in that file may already hold a
+// colon: no line of it can be read as a name without changing a key.
+func readNamedKeys(path string) (names, keys []string, err error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot read it: %v", errors.Unwrap(err))
+	}
+	seen := map[string]bool{}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, key, ok := strings.Cut(line, ":")
+		name, key = strings.TrimSpace(name), strings.TrimSpace(key)
+		switch {
+		case !ok || key == "":
+			return nil, nil, fmt.Errorf("line %d is not NAME:KEY", i+1)
+		case !keyNamePattern.MatchString(name):
+			return nil, nil, fmt.Errorf("line %d: a name is 1 to 64 letters, digits, '_', '.' or '-'", i+1)
+		case seen[name]:
+			return nil, nil, fmt.Errorf("line %d: the name %q is used twice", i+1, name)
+		}
+		seen[name] = true
+		names, keys = append(names, name), append(keys, key)
+	}
+	if len(keys) == 0 {
+		return nil, nil, errors.New("it holds no key (one NAME:KEY per line; # starts a comment)")
+	}
+	return names, keys, nil
+}
+
+// addNamedKeys appends the keys of --named-api-keys-file to the unnamed ones
+// of --api-keys and --api-keys-file (which get positional names).
+func (c *config) addNamedKeys() error {
+	if c.NamedAPIKeysFile == "" {
+		return nil
+	}
+	names, keys, err := readNamedKeys(c.NamedAPIKeysFile)
+	if err != nil {
+		return fmt.Errorf("invalid --named-api-keys-file (EXECUTOR_NAMED_API_KEYS_FILE) %s: %v", c.NamedAPIKeysFile, err)
+	}
+	c.APIKeyNames = append(make([]string, len(c.APIKeys)), names...)
+	c.APIKeys = append(c.APIKeys, keys...)
+	return nil
+}
