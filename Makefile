@@ -7,7 +7,7 @@ export EXECUTOR_NSJAIL_PATH ?= $(NSJAIL)
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
 FUZZTIME ?= 10s
 
-.PHONY: run test build setup setup-test vet fuzz bench clean
+.PHONY: run test test-python build setup setup-test vet fuzz bench clean
 
 run: setup build
 	PORT=$(PORT) exec ./bin/executor
@@ -29,7 +29,13 @@ vet:
 
 test: setup-test vet
 	go test $(GOTEST_FLAGS) ./...
+	$(MAKE) --no-print-directory test-python
 	$(MAKE) --no-print-directory fuzz
+
+# The Python client (clients/python) against the real bin/executor: a venv
+# and pytest in .tools/ (made once), the client installed with pip.
+test-python: build
+	scripts/test-python-client.sh
 
 # Each fuzz target for a short, bounded time (go test -fuzz takes one target
 # per run).
