@@ -48,16 +48,38 @@ func readNamedKeys(path string) (names, keys []string, err error) {
 }
 
 // addNamedKeys appends the keys of --named-api-keys-file to the unnamed ones
-// of --api-keys and --api-keys-file (which get positional names).
+// of --api-keys and --api-keys-file.
 func (c *config) addNamedKeys() error {
 	if c.NamedAPIKeysFile == "" {
 		return nil
 	}
-	names, keys, err := readNamedKeys(c.NamedAPIKeysFile)
+	_, keys, err := readNamedKeys(c.NamedAPIKeysFile)
 	if err != nil {
 		return fmt.Errorf("invalid --named-api-keys-file (EXECUTOR_NAMED_API_KEYS_FILE) %s: %v", c.NamedAPIKeysFile, err)
 	}
-	c.APIKeyNames = append(make([]string, len(c.APIKeys)), names...)
 	c.APIKeys = append(c.APIKeys, keys...)
 	return nil
+}
+
+// keyNames names every key of c.APIKeys for metrics: its name in
+// --named-api-keys-file, else "" (httpapi then names it key-N by position).
+// The file is read again rather than kept in the config, whose every field
+// is a flag; a key it no longer holds just gets a positional name.
+func (c *config) keyNames() []string {
+	names := make([]string, len(c.APIKeys))
+	if c.NamedAPIKeysFile == "" {
+		return names
+	}
+	fileNames, keys, err := readNamedKeys(c.NamedAPIKeysFile)
+	if err != nil {
+		return names
+	}
+	byKey := make(map[string]string, len(keys))
+	for i, k := range keys {
+		byKey[k] = fileNames[i]
+	}
+	for i, k := range c.APIKeys {
+		names[i] = byKey[k]
+	}
+	return names
 }

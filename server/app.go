@@ -127,7 +127,7 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 		AcquireMargin:   cfg.AcquireTimeout + time.Second,
 		MaxBatchRecords: cfg.MaxBatchRecords,
 		APIKeys:         cfg.APIKeys,
-		APIKeyNames:     cfg.APIKeyNames,
+		APIKeyNames:     cfg.keyNames(),
 		FairShareSlots:  cfg.MaxWorkers,
 		FairShareWait:   cfg.AcquireTimeout,
 		Logger:          log,
@@ -137,7 +137,7 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 		IdleTimeout:     cfg.IdleTimeout,
 	}
 	if len(cfg.APIKeys) > 0 {
-		apiCfg.KeyRecorder = metrics.NewKeys(reg, httpapi.KeyNames(cfg.APIKeys, cfg.APIKeyNames))
+		apiCfg.KeyRecorder = metrics.NewKeys(reg, httpapi.KeyNames(apiCfg.APIKeys, apiCfg.APIKeyNames))
 	}
 	if cfg.MetricsAddr == "" {
 		apiCfg.MetricsHandler = metricsHandler

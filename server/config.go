@@ -61,10 +61,9 @@ type config struct {
 	LogLevel   string
 	LogScripts bool
 
-	// NamedAPIKeysFile adds keys with names (for per-key metrics);
-	// APIKeyNames[i] names APIKeys[i], "" for an unnamed key.
+	// NamedAPIKeysFile adds keys with names (for per-key metrics) to
+	// APIKeys; see keyNames.
 	NamedAPIKeysFile string
-	APIKeyNames      []string
 }
 
 // sizeValue parses sizes such as 256MiB, 1GiB, 64KiB or plain bytes.
