@@ -112,7 +112,7 @@ func (s *Server) decodeAndRun(c *fiber.Ctx, mode executor.Mode) (executor.Result
 	}
 
 	eff := s.effectiveTimeout(rr.TimeoutMS)
-	req := executor.Request{Mode: mode, Script: []byte(rr.Script), Input: rr.Input, Timeout: eff,
+	req := executor.Request{Mode: mode, Script: []byte(rr.Script), Input: rr.Input, Records: rr.Records, Timeout: eff,
 		MemoryLimit: s.effectiveMemoryLimit(rr.MemoryLimitMB)}
 
 	s.rec.ExecutionStarted()

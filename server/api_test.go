@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -109,7 +110,11 @@ func TestRuntimeNamesTheJailsPythonItsPreloadedModulesAndTheLimits(t *testing.T)
 			t.Errorf("limits.%s = %v, want %v", k, limits[k], v)
 		}
 	}
-	if r.Body["isolation"] != "jail" || r.Body["version"] == "" {
+	isolation := "jail" // the test suite may run again with another isolation mode
+	if v := os.Getenv("EXECUTOR_TEST_ISOLATION"); v != "" {
+		isolation = v
+	}
+	if r.Body["isolation"] != isolation || r.Body["version"] == "" {
 		t.Errorf("isolation %v, version %v", r.Body["isolation"], r.Body["version"])
 	}
 }
