@@ -264,9 +264,6 @@ func (s *Server) finishRequest(c *fiber.Ctx, info *requestInfo) {
 		// denominator of every ratio and shows client mistakes by type.
 		s.rec.ObserveExecution(info.outcome, 0, 0, 0)
 	}
-	if info.keyName != "" {
-		s.keys.ObserveKeyRequest(info.keyName, info.outcome)
-	}
 
 	reqBytes := len(c.Request().Body())
 	if cl := c.Request().Header.ContentLength(); reqBytes == 0 && cl > 0 {
@@ -331,6 +328,10 @@ func (s *Server) observe(c *fiber.Ctx) error {
 		}
 	}
 	s.finishRequest(c, info)
+	if info.keyName != "" {
+		// Only requests that reached the handlers carry a key.
+		s.keys.ObserveKeyRequest(info.keyName, info.outcome)
+	}
 	return nil
 }
 
