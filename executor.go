@@ -8,6 +8,7 @@ package executor
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -63,6 +64,38 @@ func (t ErrorType) Script() bool {
 	return false
 }
 
+// Execution reports whether t can be the outcome of an execution request
+// (POST /execute or /execute/batch): every type except the refusals of the
+// HTTP request itself (no such route, wrong method, a request not received in
+// time, oversized headers), which happen before any route is chosen.
+func (t ErrorType) Execution() bool {
+	switch t {
+	case TypeNotFound, TypeMethodNotAllowed, TypeRequestTimeout, TypeHeadersTooLarge:
+		return false
+	}
+	return true
+}
+
+// MethodOther is the method label of every request method outside
+// MethodLabels.
+const MethodOther = "other"
+
+// MethodLabels is the closed set of HTTP method names used as labels in logs
+// and metrics; any other method is labelled MethodOther, since requests
+// refused before routing can carry any token.
+var MethodLabels = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE"}
+
+// MethodLabel returns the label of method m: m itself when it is one of
+// MethodLabels (as a constant string, never aliasing m), else MethodOther.
+func MethodLabel(m string) string {
+	for _, std := range MethodLabels {
+		if m == std {
+			return std
+		}
+	}
+	return MethodOther
+}
+
 // Status is how a run ended: StatusOK, or one of the script-level error
 // types.
 type Status string
@@ -90,6 +123,10 @@ const (
 	ModeBatch Mode = "batch"
 )
 
+// DefaultTimeout is the default of the server's run limit (--timeout), and
+// the limit of a jailproc or httpapi Config that leaves it zero.
+const DefaultTimeout = 5 * time.Second
+
 // Request is one run of one script in one worker.
 type Request struct {
 	Mode   Mode
@@ -104,11 +141,26 @@ type Request struct {
 	// Timeout is the run's effective wall-clock limit, from the moment the
 	// request is handed to the worker. It is decided once, when the request
 	// is decoded (the client's timeout_ms, never above the server's limit),
-	// and every layer uses it as given.
+	// and every layer uses it as given. Zero means the supervisor's own
+	// limit, for callers with no limit of their own.
 	Timeout time.Duration
 	// MemoryLimit is the run's effective memory limit in bytes (the client's
 	// memory_limit_mb, never above the server's). Zero means the server's.
 	MemoryLimit int64
+}
+
+// TimeoutMessage is the message of a run stopped at its wall-clock limit
+// (the request's effective Timeout) when the server's limit is max: what
+// happened and what the client can do about it. The supervisor, which alone
+// knows whether the wall clock or the CPU-time limit ended a run, uses it for
+// the former; nothing above it rewrites the message.
+func TimeoutMessage(limit, max time.Duration) string {
+	if limit < max {
+		return fmt.Sprintf("the script ran longer than its %d ms limit; make it faster or raise timeout_ms up to %d",
+			limit.Milliseconds(), max.Milliseconds())
+	}
+	return fmt.Sprintf("the script ran longer than its %d ms limit, the server's maximum; make it faster",
+		limit.Milliseconds())
 }
 
 // BatchItem is the outcome of one record of a batch run.

@@ -2,20 +2,22 @@ package httpapi
 
 import (
 	"log/slog"
+
+	"github.com/secure-script-executor/executor"
 	"net/http"
 	"strings"
 	"time"
 )
 
-// Defaults for Config. They are applied in one place, Config.withDefaults.
+// Defaults for Config. They are applied in one place, Config.withDefaults;
+// the server takes its flags' defaults from them and passes every value.
 const (
-	DefaultMaxBodyBytes    = 1 << 20 // 1 MiB
-	DefaultTimeout         = 5 * time.Second
+	DefaultMaxBodyBytes    = 8 << 20 // 8 MiB
+	DefaultTimeout         = executor.DefaultTimeout
 	DefaultMaxBatchRecords = 10000
 	DefaultReadTimeout     = 10 * time.Second
 	DefaultIdleTimeout     = 60 * time.Second
 	DefaultRetryAfter      = time.Second
-	DefaultAcquireMargin   = 2 * time.Second
 	DefaultFairShareWait   = 2 * time.Second
 
 	// writeTimeoutSlack is added to Timeout for the default WriteTimeout.
@@ -27,11 +29,14 @@ const (
 type Config struct {
 	// MaxBodyBytes is the largest request body accepted; larger bodies are
 	// answered with 413 request_too_large before they are read in full.
-	// Default 1 MiB.
+	// Default 8 MiB.
 	MaxBodyBytes int
 
 	// Timeout is the server's wall-clock limit for one run. A request's
-	// timeout_ms may lower it, never raise it. Default 5s.
+	// timeout_ms may lower it, never raise it: the result is the request's
+	// effective timeout, decided once and carried in executor.Request.Timeout
+	// (the runner enforces it; the context handed to Runner.Run has no
+	// deadline of its own). Default 5s.
 	Timeout time.Duration
 
 	// MemoryLimit is the server's memory limit of one run in bytes (the
@@ -40,13 +45,6 @@ type Config struct {
 	// Default 0: unknown, so a requested limit is passed on as asked and the
 	// runner must not let it raise its own.
 	MemoryLimit int64
-
-	// AcquireMargin is added to a run's effective timeout to form the deadline
-	// of the context handed to Runner.Run. The runner enforces the exact run
-	// limit itself (Request.Timeout); the margin exists so that waiting for a
-	// worker and tearing the jail down never eat into the script's own time.
-	// It should be at least the pool's acquire timeout. Default 2s.
-	AcquireMargin time.Duration
 
 	// MaxBatchRecords is the largest number of records /execute/batch accepts
 	// in one request. Default 10000.
@@ -119,9 +117,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout
-	}
-	if c.AcquireMargin <= 0 {
-		c.AcquireMargin = DefaultAcquireMargin
 	}
 	if c.MaxBatchRecords <= 0 {
 		c.MaxBatchRecords = DefaultMaxBatchRecords

@@ -45,113 +45,31 @@ type runRequest struct {
 // the client cannot act on.
 func decodeRunRequest(body []byte, mode executor.Mode, maxRecords int) (runRequest, *apiError) {
 	var rr runRequest
-	if len(bytes.TrimSpace(body)) == 0 {
-		return rr, invalidRequest(`the request body is empty; send a JSON object such as {"script": "def main():\n    return 1"}`)
+	if aerr := checkBody(body); aerr != nil {
+		return rr, aerr
 	}
-	// The worker protocol and Python both require UTF-8, and encoding/json
-	// would otherwise quietly turn bad bytes in the script into U+FFFD.
-	if !utf8.Valid(body) {
-		return rr, invalidRequest("the request body is not valid UTF-8; encode the JSON as UTF-8")
-	}
-
-	inputField, fields := "input", `"script", "input", "timeout_ms" and "memory_limit_mb"`
-	if mode == executor.ModeBatch {
-		inputField, fields = "inputs", `"script", "inputs", "timeout_ms" and "memory_limit_mb"`
-	}
-
+	f := requestFields(mode)
 	dec := json.NewDecoder(bytes.NewReader(body))
 	tok, err := dec.Token()
 	if err != nil {
 		return rr, syntaxError(err)
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return rr, invalidRequest("the request body must be a JSON object with the fields %s", fields)
+		return rr, invalidRequest("the request body must be a JSON object with the fields %s", f.list)
 	}
-
 	seen := make(map[string]bool, 4)
 	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return rr, syntaxError(err)
+		key, raw, aerr := nextField(dec, f, seen)
+		if aerr != nil {
+			return rr, aerr
 		}
-		key, _ := tok.(string) // inside an object, Token only yields string keys
-		if key != "script" && key != inputField && key != "timeout_ms" && key != "memory_limit_mb" {
-			msg := fmt.Sprintf("unknown field %q; the fields are %s", clip(key, 100), fields)
-			if key == "input" || key == "inputs" {
-				msg += fmt.Sprintf(" (did you mean %q?)", inputField)
-			}
-			return rr, invalidRequest("%s", msg)
-		}
-		if seen[key] {
-			return rr, invalidRequest("field %q appears more than once; send it once", key)
-		}
-		seen[key] = true
-
-		// Decoding into RawMessage validates the value and copies it out of
-		// the decoder's buffer.
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return rr, syntaxError(err)
-		}
-
-		switch key {
-		case "script":
-			if raw[0] != '"' {
-				return rr, invalidRequest("script must be a string holding Python source")
-			}
-			if err := json.Unmarshal(raw, &rr.Script); err != nil {
-				return rr, syntaxError(err)
-			}
-			if rr.Script == "" {
-				return rr, invalidRequest("script must not be empty; send Python source that defines main")
-			}
-		case "input":
-			if d := jsonDepth(raw); d > MaxInputDepth {
-				return rr, invalidRequest("input nests %d levels deep; the limit is %d", d, MaxInputDepth)
-			}
-			rr.Input = raw
-		case "inputs":
-			if raw[0] != '[' {
-				return rr, invalidRequest("inputs must be a JSON array of records, one per call of main(record)")
-			}
-			var records []json.RawMessage
-			if err := json.Unmarshal(raw, &records); err != nil {
-				return rr, syntaxError(err)
-			}
-			if len(records) == 0 {
-				return rr, invalidRequest("inputs must hold at least one record")
-			}
-			if len(records) > maxRecords {
-				return rr, invalidRequest("inputs holds %d records; the limit is %d per request, so split the batch",
-					len(records), maxRecords)
-			}
-			for i, rec := range records {
-				if d := jsonDepth(rec); d > MaxInputDepth {
-					return rr, invalidRequest("inputs[%d] nests %d levels deep; the limit is %d", i, d, MaxInputDepth)
-				}
-			}
-			rr.Input, rr.Records = raw, len(records)
-		case "timeout_ms":
-			ms, ok := positiveInteger(raw)
-			if !ok {
-				return rr, invalidRequest("timeout_ms must be a positive integer (milliseconds)")
-			}
-			rr.TimeoutMS = ms
-		case "memory_limit_mb":
-			mb, aerr := memoryLimitMB(raw)
-			if aerr != nil {
-				return rr, aerr
-			}
-			rr.MemoryLimitMB = mb
+		if aerr := rr.setField(key, raw, maxRecords); aerr != nil {
+			return rr, aerr
 		}
 	}
-	if _, err := dec.Token(); err != nil { // the closing '}'
-		return rr, syntaxError(err)
+	if aerr := checkEnd(dec); aerr != nil {
+		return rr, aerr
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return rr, invalidRequest("the request body has data after the JSON object; send exactly one object")
-	}
-
 	if !seen["script"] {
 		return rr, invalidRequest("script is required: send Python source that defines main")
 	}
@@ -159,6 +77,135 @@ func decodeRunRequest(body []byte, mode executor.Mode, maxRecords int) (runReque
 		return rr, invalidRequest("inputs is required: send a JSON array of records")
 	}
 	return rr, nil
+}
+
+// checkBody refuses an empty body and one that is not UTF-8: the worker
+// protocol and Python both require UTF-8, and encoding/json would otherwise
+// quietly turn bad bytes in the script into U+FFFD.
+func checkBody(body []byte) *apiError {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return invalidRequest(`the request body is empty; send a JSON object such as {"script": "def main():\n    return 1"}`)
+	}
+	if !utf8.Valid(body) {
+		return invalidRequest("the request body is not valid UTF-8; encode the JSON as UTF-8")
+	}
+	return nil
+}
+
+// fieldSet names the fields of one endpoint's body.
+type fieldSet struct {
+	input string // "input" or "inputs"
+	list  string // for messages
+}
+
+func requestFields(mode executor.Mode) fieldSet {
+	if mode == executor.ModeBatch {
+		return fieldSet{"inputs", `"script", "inputs", "timeout_ms" and "memory_limit_mb"`}
+	}
+	return fieldSet{"input", `"script", "input", "timeout_ms" and "memory_limit_mb"`}
+}
+
+// nextField reads one key and its value, refusing unknown and repeated keys.
+// Decoding into RawMessage validates the value and copies it out of the
+// decoder's buffer.
+func nextField(dec *json.Decoder, f fieldSet, seen map[string]bool) (string, json.RawMessage, *apiError) {
+	tok, err := dec.Token()
+	if err != nil {
+		return "", nil, syntaxError(err)
+	}
+	key, _ := tok.(string) // inside an object, Token only yields string keys
+	if key != "script" && key != f.input && key != "timeout_ms" && key != "memory_limit_mb" {
+		msg := fmt.Sprintf("unknown field %q; the fields are %s", clip(key, 100), f.list)
+		if key == "input" || key == "inputs" {
+			msg += fmt.Sprintf(" (did you mean %q?)", f.input)
+		}
+		return "", nil, invalidRequest("%s", msg)
+	}
+	if seen[key] {
+		return "", nil, invalidRequest("field %q appears more than once; send it once", key)
+	}
+	seen[key] = true
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return "", nil, syntaxError(err)
+	}
+	return key, raw, nil
+}
+
+// setField checks one field's value and stores it.
+func (rr *runRequest) setField(key string, raw json.RawMessage, maxRecords int) *apiError {
+	switch key {
+	case "script":
+		return rr.setScript(raw)
+	case "input":
+		if d := jsonDepth(raw); d > MaxInputDepth {
+			return invalidRequest("input nests %d levels deep; the limit is %d", d, MaxInputDepth)
+		}
+		rr.Input = raw
+	case "inputs":
+		return rr.setInputs(raw, maxRecords)
+	case "timeout_ms":
+		ms, ok := positiveInteger(raw)
+		if !ok {
+			return invalidRequest("timeout_ms must be a positive integer (milliseconds)")
+		}
+		rr.TimeoutMS = ms
+	case "memory_limit_mb":
+		mb, aerr := memoryLimitMB(raw)
+		if aerr != nil {
+			return aerr
+		}
+		rr.MemoryLimitMB = mb
+	}
+	return nil
+}
+
+func (rr *runRequest) setScript(raw json.RawMessage) *apiError {
+	if raw[0] != '"' {
+		return invalidRequest("script must be a string holding Python source")
+	}
+	if err := json.Unmarshal(raw, &rr.Script); err != nil {
+		return syntaxError(err)
+	}
+	if rr.Script == "" {
+		return invalidRequest("script must not be empty; send Python source that defines main")
+	}
+	return nil
+}
+
+func (rr *runRequest) setInputs(raw json.RawMessage, maxRecords int) *apiError {
+	if raw[0] != '[' {
+		return invalidRequest("inputs must be a JSON array of records, one per call of main(record)")
+	}
+	var records []json.RawMessage
+	if err := json.Unmarshal(raw, &records); err != nil {
+		return syntaxError(err)
+	}
+	if len(records) == 0 {
+		return invalidRequest("inputs must hold at least one record")
+	}
+	if len(records) > maxRecords {
+		return invalidRequest("inputs holds %d records; the limit is %d per request, so split the batch",
+			len(records), maxRecords)
+	}
+	for i, rec := range records {
+		if d := jsonDepth(rec); d > MaxInputDepth {
+			return invalidRequest("inputs[%d] nests %d levels deep; the limit is %d", i, d, MaxInputDepth)
+		}
+	}
+	rr.Input, rr.Records = raw, len(records)
+	return nil
+}
+
+// checkEnd reads the closing '}' and refuses anything after it.
+func checkEnd(dec *json.Decoder) *apiError {
+	if _, err := dec.Token(); err != nil {
+		return syntaxError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return invalidRequest("the request body has data after the JSON object; send exactly one object")
+	}
+	return nil
 }
 
 // positiveInteger accepts a JSON number with an integral value of at least 1

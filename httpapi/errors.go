@@ -15,51 +15,71 @@ import (
 	"github.com/secure-script-executor/executor/pool"
 )
 
-// Error types of the API. They are part of the contract: clients switch on
-// them, so the strings never change. The script-level types are the
-// executor.Status values, so a new status cannot drift from its API name.
+// Error types of the API, as strings: the names of executor's ErrorType
+// constants, where each is defined once (executor.ErrorTypes lists them all).
 const (
-	TypeInvalidRequest       = "invalid_request"
-	TypeUnauthorized         = "unauthorized"
-	TypeNotFound             = "not_found"
-	TypeMethodNotAllowed     = "method_not_allowed"
-	TypeRequestTimeout       = "request_timeout"
-	TypeRequestTooLarge      = "request_too_large"
-	TypeUnsupportedMediaType = "unsupported_media_type"
-	TypeHeadersTooLarge      = "headers_too_large"
-	TypeSyntaxError          = string(executor.StatusSyntaxError)
-	TypeMissingMain          = string(executor.StatusMissingMain)
-	TypeRuntimeError         = string(executor.StatusRuntimeError)
-	TypeResultNotJSON        = string(executor.StatusResultNotJSON)
-	TypeTimeout              = string(executor.StatusTimeout)
-	TypeMemoryLimit          = string(executor.StatusMemoryLimit)
-	TypeOutputLimit          = string(executor.StatusOutputLimit)
-	TypeOverloaded           = "overloaded"
-	TypeSandboxUnavailable   = "sandbox_unavailable"
-	TypeInternal             = "internal"
+	TypeInvalidRequest       = string(executor.TypeInvalidRequest)
+	TypeUnauthorized         = string(executor.TypeUnauthorized)
+	TypeNotFound             = string(executor.TypeNotFound)
+	TypeMethodNotAllowed     = string(executor.TypeMethodNotAllowed)
+	TypeRequestTimeout       = string(executor.TypeRequestTimeout)
+	TypeRequestTooLarge      = string(executor.TypeRequestTooLarge)
+	TypeUnsupportedMediaType = string(executor.TypeUnsupportedMediaType)
+	TypeHeadersTooLarge      = string(executor.TypeHeadersTooLarge)
+	TypeSyntaxError          = string(executor.TypeSyntaxError)
+	TypeMissingMain          = string(executor.TypeMissingMain)
+	TypeRuntimeError         = string(executor.TypeRuntimeError)
+	TypeResultNotJSON        = string(executor.TypeResultNotJSON)
+	TypeTimeout              = string(executor.TypeTimeout)
+	TypeMemoryLimit          = string(executor.TypeMemoryLimit)
+	TypeOutputLimit          = string(executor.TypeOutputLimit)
+	TypeOverloaded           = string(executor.TypeOverloaded)
+	TypeSandboxUnavailable   = string(executor.TypeSandboxUnavailable)
+	TypeInternal             = string(executor.TypeInternal)
 )
 
-// statusOf is the one table from error type to HTTP status. handleError is the
+// statusOf is the one table from error type to HTTP status, built from
+// executor.ErrorTypes so that every type has a status. handleError is the
 // only place that writes an error response, and it looks the status up here.
-var statusOf = map[string]int{
-	TypeInvalidRequest:       fiber.StatusBadRequest,
-	TypeUnauthorized:         fiber.StatusUnauthorized,
-	TypeNotFound:             fiber.StatusNotFound,
-	TypeMethodNotAllowed:     fiber.StatusMethodNotAllowed,
-	TypeRequestTimeout:       fiber.StatusRequestTimeout,
-	TypeRequestTooLarge:      fiber.StatusRequestEntityTooLarge,
-	TypeUnsupportedMediaType: fiber.StatusUnsupportedMediaType,
-	TypeHeadersTooLarge:      fiber.StatusRequestHeaderFieldsTooLarge,
-	TypeSyntaxError:          fiber.StatusUnprocessableEntity,
-	TypeMissingMain:          fiber.StatusUnprocessableEntity,
-	TypeRuntimeError:         fiber.StatusUnprocessableEntity,
-	TypeResultNotJSON:        fiber.StatusUnprocessableEntity,
-	TypeTimeout:              fiber.StatusUnprocessableEntity,
-	TypeMemoryLimit:          fiber.StatusUnprocessableEntity,
-	TypeOutputLimit:          fiber.StatusUnprocessableEntity,
-	TypeOverloaded:           fiber.StatusTooManyRequests,
-	TypeSandboxUnavailable:   fiber.StatusServiceUnavailable,
-	TypeInternal:             fiber.StatusInternalServerError,
+var statusOf = statusTable()
+
+func statusTable() map[string]int {
+	t := make(map[string]int, len(executor.ErrorTypes))
+	for _, typ := range executor.ErrorTypes {
+		t[string(typ)] = httpStatus(typ)
+	}
+	return t
+}
+
+// httpStatus is the HTTP status of an error type; every script-level type is
+// 422.
+func httpStatus(t executor.ErrorType) int {
+	if t.Script() {
+		return fiber.StatusUnprocessableEntity
+	}
+	switch t {
+	case executor.TypeInvalidRequest:
+		return fiber.StatusBadRequest
+	case executor.TypeUnauthorized:
+		return fiber.StatusUnauthorized
+	case executor.TypeNotFound:
+		return fiber.StatusNotFound
+	case executor.TypeMethodNotAllowed:
+		return fiber.StatusMethodNotAllowed
+	case executor.TypeRequestTimeout:
+		return fiber.StatusRequestTimeout
+	case executor.TypeRequestTooLarge:
+		return fiber.StatusRequestEntityTooLarge
+	case executor.TypeUnsupportedMediaType:
+		return fiber.StatusUnsupportedMediaType
+	case executor.TypeHeadersTooLarge:
+		return fiber.StatusRequestHeaderFieldsTooLarge
+	case executor.TypeOverloaded:
+		return fiber.StatusTooManyRequests
+	case executor.TypeSandboxUnavailable:
+		return fiber.StatusServiceUnavailable
+	}
+	return fiber.StatusInternalServerError
 }
 
 // apiError is an error the client is meant to see. Anything else that reaches
@@ -230,23 +250,14 @@ func (s *Server) runErrorFor(err error, shuttingDown bool) *apiError {
 	}
 }
 
-// scriptStatuses are the run statuses answered with 422. Any other non-OK
-// status from the runner is a supervisor bug and answered as internal.
-var scriptStatuses = map[executor.Status]bool{
-	executor.StatusSyntaxError:   true,
-	executor.StatusMissingMain:   true,
-	executor.StatusRuntimeError:  true,
-	executor.StatusResultNotJSON: true,
-	executor.StatusTimeout:       true,
-	executor.StatusMemoryLimit:   true,
-	executor.StatusOutputLimit:   true,
-}
-
 // scriptError builds the 422 answer for a run that ended in a non-OK status.
-// eff is the run's effective timeout and memLimit its lowered memory limit
-// (0: the server's), for the messages.
-func (s *Server) scriptError(res executor.Result, eff time.Duration, memLimit int64) *apiError {
-	if !scriptStatuses[res.Status] {
+// memLimit is the run's lowered memory limit (0: the server's), for the
+// message. Otherwise the message is the supervisor's, which alone knows which
+// limit ended the run (the wall clock or the CPU-time rlimit); see
+// executor.TimeoutMessage.
+func (s *Server) scriptError(res executor.Result, memLimit int64) *apiError {
+	// Any other non-OK status from the runner is a supervisor bug.
+	if !executor.ErrorType(res.Status).Script() {
 		return internalError(fmt.Errorf("httpapi: runner returned unknown status %q", res.Status))
 	}
 	ae := &apiError{Type: string(res.Status), script: true, stdout: res.Stdout, stderr: res.Stderr, usage: usageOf(res)}
@@ -257,13 +268,8 @@ func (s *Server) scriptError(res executor.Result, eff time.Duration, memLimit in
 			ae.Traceback = res.Error.Traceback
 		}
 	}
-	if res.Status == executor.StatusTimeout {
-		// The supervisor only knows it killed the jail; we know which limit
-		// applied and what the client can do about it.
-		ae.Message = timeoutMessage(eff, s.cfg.Timeout)
-	}
 	if res.Status == executor.StatusMemoryLimit && memLimit > 0 && s.cfg.MemoryLimit > 0 {
-		// As for timeouts: the client lowered the limit and may raise it.
+		// The client lowered the limit and may raise it.
 		ae.Message = fmt.Sprintf("the script used more memory than its %d MiB limit (memory_limit_mb); use less memory or raise memory_limit_mb up to %d",
 			memLimit/mib, s.cfg.MemoryLimit/mib)
 	}
@@ -271,15 +277,6 @@ func (s *Server) scriptError(res executor.Result, eff time.Duration, memLimit in
 		ae.Message = defaultScriptMessage(ae.Type)
 	}
 	return ae
-}
-
-func timeoutMessage(eff, max time.Duration) string {
-	if eff < max {
-		return fmt.Sprintf("the script ran longer than its %d ms limit; make it faster or raise timeout_ms up to %d",
-			eff.Milliseconds(), max.Milliseconds())
-	}
-	return fmt.Sprintf("the script ran longer than its %d ms limit, the server's maximum; make it faster",
-		eff.Milliseconds())
 }
 
 // defaultScriptMessage is used when the supervisor gave no message.
@@ -297,6 +294,8 @@ func defaultScriptMessage(typ string) string {
 		return "the script used more memory than its limit; use less memory"
 	case TypeOutputLimit:
 		return "the script's output or result is larger than its limit; print and return less"
+	case TypeTimeout:
+		return "the script ran longer than its time limit; make it faster"
 	default:
 		return "the script failed"
 	}

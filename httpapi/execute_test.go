@@ -111,17 +111,17 @@ func TestTimeoutMSCanOnlyLowerTheServerTimeout(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.field, func(t *testing.T) {
 			runner := okRunner("1")
-			s := httpapi.New(httpapi.Config{Timeout: 5 * time.Second, AcquireMargin: time.Second}, runner)
+			s := httpapi.New(httpapi.Config{Timeout: 5 * time.Second}, runner)
 			if r := post(t, s, "/execute", `{"script":"x"`+tt.field+`}`); r.status != http.StatusOK {
 				t.Fatalf("status %d: %s", r.status, r.raw)
 			}
 			if got := runner.calls()[0].Timeout; got != tt.want {
 				t.Errorf("Request.Timeout = %v, want %v", got, tt.want)
 			}
-			// The context gives the runner the run's limit plus the margin.
-			left := runner.deadlines[0]
-			if left > tt.want+time.Second || left < tt.want+time.Second-2*time.Second {
-				t.Errorf("context deadline in %v, want about %v", left, tt.want+time.Second)
+			// The limit is decided once and carried in the request: the
+			// context sets no second deadline.
+			if runner.deadlines[0] != 0 {
+				t.Errorf("the runner's context has a deadline in %v; the limit belongs to Request.Timeout alone", runner.deadlines[0])
 			}
 		})
 	}
@@ -298,20 +298,26 @@ func TestScriptFailuresAreAnswered422WithTheirTypeAndTheOutputSoFar(t *testing.T
 	}
 }
 
-func TestTimeoutMessageNamesTheLimitAndWhatToDo(t *testing.T) {
+// The supervisor alone knows whether the wall clock or the CPU-time limit
+// ended a run; its message reaches the client unchanged.
+func TestATimeoutAnswerCarriesTheSupervisorsMessageUnchanged(t *testing.T) {
+	const cpu = "the script used up its CPU time limit (7s of CPU in the jail)"
 	runner := &fakeRunner{result: executor.Result{Status: executor.StatusTimeout,
-		Error: &executor.ScriptError{Type: executor.StatusTimeout, Message: "killed"}}}
+		Error: &executor.ScriptError{Type: executor.StatusTimeout, Message: cpu}}}
 	s := httpapi.New(httpapi.Config{Timeout: 5 * time.Second}, runner)
-
 	r := post(t, s, "/execute", `{"script":"x","timeout_ms":1000}`)
-	want := "the script ran longer than its 1000 ms limit; make it faster or raise timeout_ms up to 5000"
-	if r.errMessage() != want {
-		t.Errorf("message %q, want %q", r.errMessage(), want)
+	if r.status != http.StatusUnprocessableEntity || r.errType() != "timeout" || r.errMessage() != cpu {
+		t.Errorf("status %d type %q message %q, want 422 timeout %q", r.status, r.errType(), r.errMessage(), cpu)
 	}
+}
 
-	r = post(t, s, "/execute", `{"script":"x"}`)
-	if !strings.Contains(r.errMessage(), "5000 ms limit, the server's maximum") {
-		t.Errorf("message %q", r.errMessage())
+func TestTimeoutMessageNamesTheLimitAndWhatToDo(t *testing.T) {
+	want := "the script ran longer than its 1000 ms limit; make it faster or raise timeout_ms up to 5000"
+	if got := executor.TimeoutMessage(time.Second, 5*time.Second); got != want {
+		t.Errorf("message %q, want %q", got, want)
+	}
+	if got := executor.TimeoutMessage(5*time.Second, 5*time.Second); !strings.Contains(got, "5000 ms limit, the server's maximum") {
+		t.Errorf("message %q", got)
 	}
 }
 

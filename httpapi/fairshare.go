@@ -168,12 +168,12 @@ func (s *Server) runFair(req executor.Request, info *requestInfo) (executor.Resu
 		s.keys.KeyInFlight(info.keyName, 1)
 		defer s.keys.KeyInFlight(info.keyName, -1)
 	}
-	// fiber's UserContext is Background and fasthttp does not cancel on
-	// client disconnect, so the run's deadline is set here explicitly, once
-	// the request has its turn. The runner applies the exact limit from
-	// req.Timeout; the margin covers waiting for a worker and tearing the
-	// jail down.
-	base := s.runBase
+	// The run's limit is req.Timeout, enforced by the runner (the pool
+	// bounds the wait for a worker by its own acquire timeout). The context
+	// only ends a run early when Shutdown's grace has passed; fiber's
+	// UserContext would be Background, and fasthttp does not cancel on
+	// client disconnect.
+	ctx := s.runBase
 	if s.gate != nil && info.key >= 0 {
 		if err := s.gate.acquire(s.runBase, info.key, s.cfg.FairShareWait); err != nil {
 			return executor.Result{}, err
@@ -183,9 +183,7 @@ func (s *Server) runFair(req executor.Request, info *requestInfo) (executor.Resu
 		var once sync.Once
 		turnOver := func() { once.Do(s.gate.release) }
 		defer turnOver()
-		base = pool.WithAcquired(base, turnOver)
+		ctx = pool.WithAcquired(ctx, turnOver)
 	}
-	ctx, cancel := context.WithTimeout(base, req.Timeout+s.cfg.AcquireMargin)
-	defer cancel()
 	return s.runner.Run(ctx, req)
 }

@@ -132,7 +132,7 @@ func (s *Server) decodeAndRun(c *fiber.Ctx, mode executor.Mode) (executor.Result
 	case err != nil:
 		result = s.runErrorFor(err, s.runBase.Err() != nil)
 	case res.Status != executor.StatusOK:
-		result = s.scriptError(res, eff, req.MemoryLimit)
+		result = s.scriptError(res, req.MemoryLimit)
 	}
 	outcome := "ok"
 	if result != nil {

@@ -30,7 +30,7 @@ var (
 type fakeRunner struct {
 	mu        sync.Mutex
 	reqs      []executor.Request
-	deadlines []time.Duration // time left on ctx when Run was called
+	deadlines []time.Duration // time left on ctx when Run was called; 0 without a deadline
 
 	result  executor.Result
 	err     error
@@ -45,9 +45,11 @@ var _ httpapi.Runner = (*fakeRunner)(nil)
 func (f *fakeRunner) Run(ctx context.Context, req executor.Request) (executor.Result, error) {
 	f.mu.Lock()
 	f.reqs = append(f.reqs, req)
+	var left time.Duration // 0: no deadline
 	if dl, ok := ctx.Deadline(); ok {
-		f.deadlines = append(f.deadlines, time.Until(dl))
+		left = time.Until(dl)
 	}
+	f.deadlines = append(f.deadlines, left)
 	res, err, started, release, p := f.result, f.err, f.started, f.release, f.panicV
 	f.mu.Unlock()
 	if p != nil {

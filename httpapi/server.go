@@ -66,6 +66,8 @@ type Server struct {
 	// by a shutdown.
 	runBase    context.Context
 	cancelRuns context.CancelFunc
+	// inflight knows which requests still await their answer.
+	inflight *inflight
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -77,12 +79,13 @@ type Server struct {
 func New(cfg Config, runner Runner) *Server {
 	cfg = cfg.withDefaults()
 	s := &Server{
-		cfg:    cfg,
-		runner: runner,
-		log:    cfg.Logger,
-		rec:    cfg.Recorder,
-		keys:   cfg.KeyRecorder,
-		routes: make(map[string]*routeInfo),
+		cfg:      cfg,
+		runner:   runner,
+		log:      cfg.Logger,
+		rec:      cfg.Recorder,
+		keys:     cfg.KeyRecorder,
+		routes:   make(map[string]*routeInfo),
+		inflight: newInflight(),
 	}
 	if len(cfg.APIKeys) > 0 && cfg.FairShareSlots > 0 {
 		s.gate = newFairGate(cfg.FairShareSlots)
@@ -101,6 +104,7 @@ func New(cfg Config, runner Runner) *Server {
 		StrictRouting:         true,
 		DisableStartupMessage: true,
 	})
+	s.app.Server().ConnState = s.inflight.connState
 	s.app.Use(s.observe, s.recoverPanic)
 
 	s.route(fiber.MethodPost, RouteExecute, s.requireAPIKey, s.handleExecute)
@@ -176,10 +180,15 @@ func (s *Server) Listen(ln net.Listener) error {
 	return nil
 }
 
+// answerGrace bounds how long Shutdown, past its grace, waits for the
+// handlers of the runs it cancelled to write their 503 answers (normally a
+// few milliseconds).
+const answerGrace = 2 * time.Second
+
 // Shutdown stops accepting connections and waits for in-flight requests to
-// be answered. If ctx ends first, runs still in flight are cancelled (their
-// clients get 503 sandbox_unavailable) and ctx's error is returned; the
-// handlers then finish on their own shortly after. Close the pool only after
+// be answered. If ctx ends first, runs still in flight are cancelled, Shutdown
+// waits (at most answerGrace) until their clients have been answered 503
+// sandbox_unavailable, and returns ctx's error. Close the pool only after
 // Shutdown returns.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
@@ -198,6 +207,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// this just releases the context.
 	s.cancelRuns()
 	if err != nil {
+		if !s.inflight.wait(answerGrace) {
+			s.log.Warn("httpapi: shutdown: requests still unanswered after cancelling their runs", "waited", answerGrace.String())
+		}
 		return fmt.Errorf("httpapi: shutdown: %w", err)
 	}
 	return nil
@@ -264,7 +276,20 @@ func (s *Server) finishRequest(c *fiber.Ctx, info *requestInfo) {
 		// denominator of every ratio and shows client mistakes by type.
 		s.rec.ObserveExecution(info.outcome, 0, 0, 0)
 	}
+	level := slog.LevelInfo
+	switch {
+	case status >= 500 && info.outcome == TypeInternal:
+		level = slog.LevelError
+	case status >= 500 || status == fiber.StatusTooManyRequests:
+		level = slog.LevelWarn
+	}
+	// Background: the request's own context is not a context.Context here,
+	// and the log line must be written even for cancelled requests.
+	s.log.LogAttrs(context.Background(), level, "http request", s.logAttrs(c, info, method, route, elapsed)...)
+}
 
+// logAttrs are the fields of a request's log line.
+func (s *Server) logAttrs(c *fiber.Ctx, info *requestInfo, method, route string, elapsed time.Duration) []slog.Attr {
 	reqBytes := len(c.Request().Body())
 	if cl := c.Request().Header.ContentLength(); reqBytes == 0 && cl > 0 {
 		reqBytes = cl // the body was refused before it was read
@@ -273,7 +298,7 @@ func (s *Server) finishRequest(c *fiber.Ctx, info *requestInfo) {
 		slog.String("request_id", info.id),
 		slog.String("method", method),
 		slog.String("route", route),
-		slog.Int("status", status),
+		slog.Int("status", c.Response().StatusCode()),
 		slog.String("outcome", info.outcome),
 		slog.Float64("duration_ms", ms(elapsed)),
 		slog.Int("request_bytes", reqBytes),
@@ -303,17 +328,7 @@ func (s *Server) finishRequest(c *fiber.Ctx, info *requestInfo) {
 			slog.String("stdout", info.stdout),
 			slog.String("stderr", info.stderr))
 	}
-
-	level := slog.LevelInfo
-	switch {
-	case status >= 500 && info.outcome == TypeInternal:
-		level = slog.LevelError
-	case status >= 500 || status == fiber.StatusTooManyRequests:
-		level = slog.LevelWarn
-	}
-	// Background: the request's own context is not a context.Context here,
-	// and the log line must be written even for cancelled requests.
-	s.log.LogAttrs(context.Background(), level, "http request", attrs...)
+	return attrs
 }
 
 // observe is the outermost middleware. It turns a handler's error into its
@@ -380,17 +395,7 @@ func requestID(incoming string) string {
 }
 
 // methodLabel returns a constant string for the standard methods and "other"
-// for anything else: requests refused before routing can carry any token.
-func methodLabel(m string) string {
-	for _, std := range []string{
-		fiber.MethodGet, fiber.MethodHead, fiber.MethodPost, fiber.MethodPut, fiber.MethodPatch,
-		fiber.MethodDelete, fiber.MethodConnect, fiber.MethodOptions, fiber.MethodTrace,
-	} {
-		if m == std {
-			return std
-		}
-	}
-	return "other"
-}
+// for anything else; the same labels as the metrics (executor.MethodLabels).
+func methodLabel(m string) string { return executor.MethodLabel(m) }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/secure-script-executor/executor"
 )
 
 // Config describes every jail this supervisor starts. The zero value of each
@@ -31,7 +33,9 @@ type Config struct {
 	// Preload lists modules every worker imports before it reports ready.
 	Preload []string
 
-	// Timeout is the largest wall-clock time a run may take. Default 5s.
+	// Timeout is the largest wall-clock time a run may take (the server's
+	// limit; each Request carries its own effective Timeout, at most this).
+	// It sets RLIMIT_CPU (Timeout + 2s). Default executor.DefaultTimeout.
 	Timeout time.Duration
 	// StartTimeout bounds spawn plus ready handshake. Default 10s.
 	StartTimeout time.Duration
@@ -107,7 +111,7 @@ func (c Config) withDefaults() Config {
 		c.PythonBin = "/usr/bin/python3"
 	}
 	if c.Timeout == 0 {
-		c.Timeout = 5 * time.Second
+		c.Timeout = executor.DefaultTimeout
 	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 10 * time.Second
@@ -153,6 +157,11 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// DefaultConfig returns the defaults of every field, the values a zero field
+// gets. The server takes its flags' defaults from here, so the two cannot
+// disagree, and then passes every value explicitly.
+func DefaultConfig() Config { return Config{}.withDefaults() }
 
 func (c Config) validate() error {
 	if c.NsjailPath == "" {

@@ -38,7 +38,7 @@ func (p *Process) Run(ctx context.Context, req executor.Request) (executor.Resul
 		return executor.Result{}, ErrUsed
 	}
 	timeout := req.Timeout
-	if timeout <= 0 || timeout > p.s.cfg.Timeout {
+	if timeout <= 0 { // the caller decided the limit (never above cfg.Timeout); zero means cfg.Timeout
 		timeout = p.s.cfg.Timeout
 	}
 	// The worker was spawned at nice 19 so that spawns yield to running
@@ -162,7 +162,7 @@ func (p *Process) classify(fr pyworker.Result, err error, timeout time.Duration)
 	case err == nil:
 		return fromFrame(fr)
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return p.limit(executor.StatusTimeout, fmt.Sprintf("the script ran longer than its %d ms limit", timeout.Milliseconds()))
+		return p.limit(executor.StatusTimeout, executor.TimeoutMessage(timeout, p.s.cfg.Timeout))
 	case errors.Is(err, pyworker.ErrResultTooLarge):
 		return p.limit(executor.StatusOutputLimit, fmt.Sprintf("the result is larger than %d bytes", p.s.cfg.MaxResult))
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):

@@ -7,8 +7,8 @@
 // custom Collector (see poolcollector.go), so a scrape always shows the
 // pool's own numbers and nothing can drift out of step with them.
 //
-// Every label value is taken from a bounded set (Outcomes, Routes, HTTP
-// methods, status codes, pool.DestroyReasons): an unknown value is folded
+// Every label value is taken from a bounded set (Outcomes, Routes,
+// executor.MethodLabels, status codes, pool.DestroyReasons): an unknown value is folded
 // into a catch-all instead of creating a new series, because one careless
 // caller passing a raw path or an error string must not be able to blow up
 // the TSDB.
@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/secure-script-executor/executor"
 	"github.com/secure-script-executor/executor/pool"
 )
 
@@ -53,31 +54,27 @@ type BuildInfo struct {
 	GoVersion string
 }
 
-// Outcomes is the closed set of values of the outcome label: "ok" plus the
-// API's error types. ObserveExecution maps anything else to "internal".
+// Outcomes is the closed set of values of the outcome label: "ok" plus every
+// API error type an execution request can end in (executor.ErrorTypes less
+// the refusals of the HTTP request itself, such as not_found: those show in
+// the HTTP metrics only). ObserveExecution maps anything else to "internal".
 // Every outcome's series exists from New on, at 0, so rate() and ratios see a
 // zero rather than a missing series before the first occurrence.
-var Outcomes = []string{
-	"ok",
-	"invalid_request",
-	"request_too_large",
-	"unsupported_media_type",
-	"syntax_error",
-	"missing_main",
-	"runtime_error",
-	"result_not_json",
-	"timeout",
-	"memory_limit",
-	"output_limit",
-	"overloaded",
-	"sandbox_unavailable",
-	"unauthorized",
-	"internal",
+var Outcomes = outcomes()
+
+func outcomes() []string {
+	out := []string{string(executor.StatusOK)}
+	for _, t := range executor.ErrorTypes {
+		if t.Execution() {
+			out = append(out, string(t))
+		}
+	}
+	return out
 }
 
 // outcomeUnknown is where an outcome outside Outcomes is counted. "internal"
 // is honest: an unexpected outcome string is a bug on our side.
-const outcomeUnknown = "internal"
+const outcomeUnknown = string(executor.TypeInternal)
 
 // Routes is the closed set of values of the route label: the HTTP layer's
 // route templates plus RouteUnmatched. ObserveHTTP records any other value
@@ -98,12 +95,6 @@ var Routes = []string{
 // RouteUnmatched is the route label value for requests that matched no route
 // (404s), and for any route value not in Routes.
 const RouteUnmatched = "unmatched"
-
-// httpMethods bounds the method label; anything else is "other".
-var httpMethods = map[string]bool{
-	"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true,
-	"DELETE": true, "OPTIONS": true,
-}
 
 // Output streams, the values of the stream label.
 const (
@@ -153,7 +144,7 @@ type Metrics struct {
 	acquireCold   prometheus.Observer
 }
 
-// The pool reports spawn and acquire timings through this interface.
+// The pool reports spawn, acquire and kill events through this interface.
 var _ pool.Observer = (*Metrics)(nil)
 
 // New creates the executor's instruments and registers them on reg, together
@@ -163,57 +154,12 @@ var _ pool.Observer = (*Metrics)(nil)
 // error, the same contract as prometheus.MustRegister).
 func New(reg prometheus.Registerer, src StatSource, info BuildInfo) *Metrics {
 	m := &Metrics{
-		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "http_requests_total",
-			Help:      "HTTP requests served, by route template, method and status code.",
-		}, []string{"route", "method", "code"}),
-		httpDuration: prometheus.NewHistogramVec(histogramOpts(prometheus.HistogramOpts{
-			Name: "http_request_duration_seconds",
-			Help: "Time from receiving an HTTP request to writing its response, by route template.",
-		}), []string{"route"}),
-		routes: make(map[string]bool, len(Routes)),
-
-		executions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "executions_total",
-			Help:      "Execution requests by outcome: ok or the API error type.",
-		}, []string{"outcome"}),
-		executionDuration: prometheus.NewHistogramVec(histogramOpts(prometheus.HistogramOpts{
-			Name: "execution_duration_seconds",
-			Help: "Time a script spent running inside the jail, by outcome. Requests rejected before reaching a worker are not observed.",
-		}), []string{"outcome"}),
-		outputBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "execution_output_bytes_total",
-			Help:      "Bytes of script output returned to clients, by stream (stdout or stderr).",
-		}, []string{"stream"}),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace,
-			Name:      "executions_in_flight",
-			Help:      "Executions currently being handled.",
-		}),
-		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "overload_rejections_total",
-			Help:      "Requests rejected because the executor was at capacity.",
-		}),
+		routes:   make(map[string]bool, len(Routes)),
 		outcomes: make(map[string]bool, len(Outcomes)),
-
-		spawnDuration: prometheus.NewHistogram(histogramOpts(prometheus.HistogramOpts{
-			Name: "pool_spawn_duration_seconds",
-			Help: "Time from starting a sandboxed worker to its ready line, for successful spawns.",
-		})),
 	}
-	acquireWait := prometheus.NewHistogramVec(histogramOpts(prometheus.HistogramOpts{
-		Name: "pool_acquire_wait_seconds",
-		Help: "Time a run waited for a worker, by path: warm (an idle worker was ready) or cold (it had to wait for a spawn).",
-	}), []string{"path"})
-	// Resolve the two children once: ObserveAcquire runs on every request and
-	// need not hash a label value each time.
-	m.acquireWarm = acquireWait.WithLabelValues("warm")
-	m.acquireCold = acquireWait.WithLabelValues("cold")
-
+	m.newHTTPInstruments()
+	m.newExecutionInstruments()
+	acquireWait := m.newPoolInstruments()
 	for _, r := range Routes {
 		m.routes[r] = true
 	}
@@ -237,6 +183,63 @@ func New(reg prometheus.Registerer, src StatSource, info BuildInfo) *Metrics {
 		reg.MustRegister(newPoolCollector(src))
 	}
 	return m
+}
+
+func (m *Metrics) newHTTPInstruments() {
+	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "http_requests_total",
+		Help:      "HTTP requests served, by route template, method and status code.",
+	}, []string{"route", "method", "code"})
+	m.httpDuration = prometheus.NewHistogramVec(histogramOpts(prometheus.HistogramOpts{
+		Name: "http_request_duration_seconds",
+		Help: "Time from receiving an HTTP request to writing its response, by route template.",
+	}), []string{"route"})
+}
+
+func (m *Metrics) newExecutionInstruments() {
+	m.executions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "executions_total",
+		Help:      "Execution requests by outcome: ok or the API error type.",
+	}, []string{"outcome"})
+	m.executionDuration = prometheus.NewHistogramVec(histogramOpts(prometheus.HistogramOpts{
+		Name: "execution_duration_seconds",
+		Help: "Time a script spent running inside the jail, by outcome. Requests rejected before reaching a worker are not observed.",
+	}), []string{"outcome"})
+	m.outputBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "execution_output_bytes_total",
+		Help:      "Bytes of script output returned to clients, by stream (stdout or stderr).",
+	}, []string{"stream"})
+	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace,
+		Name:      "executions_in_flight",
+		Help:      "Executions currently being handled.",
+	})
+	m.overloaded = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "overload_rejections_total",
+		Help:      "Requests rejected because the executor was at capacity.",
+	})
+}
+
+// newPoolInstruments creates the spawn and acquire histograms and returns
+// the acquire one, for registration.
+func (m *Metrics) newPoolInstruments() *prometheus.HistogramVec {
+	m.spawnDuration = prometheus.NewHistogram(histogramOpts(prometheus.HistogramOpts{
+		Name: "pool_spawn_duration_seconds",
+		Help: "Time from starting a sandboxed worker to its ready line, for successful spawns.",
+	}))
+	acquireWait := prometheus.NewHistogramVec(histogramOpts(prometheus.HistogramOpts{
+		Name: "pool_acquire_wait_seconds",
+		Help: "Time a run waited for a worker, by path: warm (an idle worker was ready) or cold (it had to wait for a spawn).",
+	}), []string{"path"})
+	// Resolve the two children once: ObserveAcquire runs on every request and
+	// need not hash a label value each time.
+	m.acquireWarm = acquireWait.WithLabelValues("warm")
+	m.acquireCold = acquireWait.WithLabelValues("cold")
+	return acquireWait
 }
 
 // newBuildInfo returns the constant executor_build_info{...} 1 gauge, the
@@ -273,9 +276,7 @@ func (m *Metrics) ObserveHTTP(route string, method string, status int, d time.Du
 	if !m.routes[route] {
 		route = RouteUnmatched
 	}
-	if !httpMethods[method] {
-		method = "other"
-	}
+	method = executor.MethodLabel(method)
 	code := "unknown"
 	if status >= 100 && status <= 599 {
 		code = strconv.Itoa(status)
@@ -323,6 +324,11 @@ func (m *Metrics) Overloaded() { m.overloaded.Inc() }
 
 // ObserveSpawn implements pool.Observer.
 func (m *Metrics) ObserveSpawn(d time.Duration) { m.spawnDuration.Observe(seconds(d)) }
+
+// ObserveKillError implements pool.Observer. It records nothing: failed
+// kills are counted by the pool (Stat.KillFailed) and exported at scrape time
+// as executor_pool_kill_failures_total; the server logs each one.
+func (m *Metrics) ObserveKillError(error) {}
 
 // ObserveAcquire implements pool.Observer.
 func (m *Metrics) ObserveAcquire(wait time.Duration, cold bool) {

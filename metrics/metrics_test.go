@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/secure-script-executor/executor"
 	"github.com/secure-script-executor/executor/metrics"
 	"github.com/secure-script-executor/executor/pool"
 )
@@ -41,6 +42,7 @@ var poolMetricNames = []string{
 	"executor_pool_acquire_duration_seconds_total",
 	"executor_pool_workers_spawned_total",
 	"executor_pool_spawn_failures_total",
+	"executor_pool_kill_failures_total",
 	"executor_pool_workers_destroyed_total",
 	"executor_sandbox_up",
 }
@@ -59,6 +61,7 @@ func TestPoolCollectorExportsEveryStatFieldWithTheRightTypeAndAZeroSeriesForEver
 		AcquireDuration:     1500 * time.Millisecond,
 		Spawned:             130,
 		SpawnFailed:         1,
+		KillFailed:          2,
 		// expired and failed are absent from the map and must still be
 		// exported at zero.
 		Destroyed: map[pool.DestroyReason]int64{pool.DestroyUsed: 118, pool.DestroyDied: 3},
@@ -86,6 +89,9 @@ executor_pool_empty_acquires_total 7
 # HELP executor_pool_idle_workers Warm workers ready to take a run.
 # TYPE executor_pool_idle_workers gauge
 executor_pool_idle_workers 3
+# HELP executor_pool_kill_failures_total Worker teardowns that failed (for example a cgroup that could not be removed); the server logs each.
+# TYPE executor_pool_kill_failures_total counter
+executor_pool_kill_failures_total 2
 # HELP executor_pool_max_workers Configured maximum number of workers.
 # TYPE executor_pool_max_workers gauge
 executor_pool_max_workers 16
@@ -452,5 +458,23 @@ func TestMetricsAreSafeForConcurrentUseWhileBeingScraped(t *testing.T) {
 	wg.Wait()
 	if v := value(t, reg, "executor_executions_in_flight"); v != 0 {
 		t.Fatalf("in-flight after all finished: %v, want 0", v)
+	}
+}
+
+func TestObserveHTTPLabelsEveryStandardMethodAsTheHTTPLayerDoes(t *testing.T) {
+	reg, m := newRegistry(t, nil)
+	for _, method := range executor.MethodLabels {
+		m.ObserveHTTP(metrics.RouteUnmatched, method, 405, 0)
+	}
+	m.ObserveHTTP(metrics.RouteUnmatched, "PROPFIND", 405, 0)
+	n, err := testutil.GatherAndCount(reg, "executor_http_requests_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := len(executor.MethodLabels) + 1; n != want {
+		t.Fatalf("%d method series, want %d (every executor.MethodLabels entry, plus other)", n, want)
+	}
+	if v := value(t, reg, "executor_http_requests_total", "method", "TRACE"); v != 1 {
+		t.Errorf("TRACE counted %v times, want 1", v)
 	}
 }

@@ -17,7 +17,7 @@ type poolCollector struct {
 	idle, acquired, constructing, total, max, warmTarget *prometheus.Desc
 
 	acquires, emptyAcquires, canceledAcquires, acquireSeconds *prometheus.Desc
-	spawned, spawnFailed, destroyed                           *prometheus.Desc
+	spawned, spawnFailed, killFailed, destroyed               *prometheus.Desc
 
 	sandboxUp *prometheus.Desc
 }
@@ -44,6 +44,7 @@ func newPoolCollector(src StatSource) *poolCollector {
 		acquireSeconds:   desc("acquire_duration_seconds_total", "Total time spent waiting in successful checkouts."),
 		spawned:          desc("workers_spawned_total", "Workers that started and sent their ready line."),
 		spawnFailed:      desc("spawn_failures_total", "Worker spawns that failed (sandbox did not start or never became ready)."),
+		killFailed:       desc("kill_failures_total", "Worker teardowns that failed (for example a cgroup that could not be removed); the server logs each."),
 		destroyed:        desc("workers_destroyed_total", "Workers destroyed, by reason: used, expired, died or failed.", "reason"),
 
 		sandboxUp: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "sandbox_up"),
@@ -57,7 +58,7 @@ func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.idle, c.acquired, c.constructing, c.total, c.max, c.warmTarget,
 		c.acquires, c.emptyAcquires, c.canceledAcquires, c.acquireSeconds,
-		c.spawned, c.spawnFailed, c.destroyed, c.sandboxUp,
+		c.spawned, c.spawnFailed, c.killFailed, c.destroyed, c.sandboxUp,
 	} {
 		ch <- d
 	}
@@ -86,6 +87,7 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.acquireSeconds, s.AcquireDuration.Seconds())
 	counter(c.spawned, float64(s.Spawned))
 	counter(c.spawnFailed, float64(s.SpawnFailed))
+	counter(c.killFailed, float64(s.KillFailed))
 
 	// A series for every known reason, even at zero: an alert on
 	// rate(...{reason="died"}) must see 0, not "no data", before the first

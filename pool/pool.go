@@ -36,26 +36,29 @@ type Worker interface {
 
 var _ Worker = (*jailproc.Process)(nil)
 
-// Config configures a Pool. Defaults are applied in one place, withDefaults.
+// Config configures a Pool. The caller decides the sizes and deadlines
+// (WarmTarget, MaxWorkers, AcquireTimeout, MaxIdleAge: the server's
+// configuration is the one place their defaults live); New refuses a config
+// without them. Only the pool's internal tunables have defaults, applied in
+// withDefaults.
 type Config struct {
 	// Spawn starts one worker and returns once it is ready. Its ctx bounds
 	// spawn and handshake only; the worker must outlive it. Required.
 	Spawn func(ctx context.Context) (Worker, error)
-	// WarmTarget is how many idle workers the pool keeps ready. Default
-	// 4 per CPU the process may use (GOMAXPROCS, which follows a container's CPU
-	// quota). Zero with Cold set means no warm set at all.
+	// WarmTarget is how many idle workers the pool keeps ready: at least 1,
+	// or 0 with Cold set.
 	WarmTarget int
-	// MaxWorkers caps live workers (idle, running and starting). Default
-	// 2 x WarmTarget, at least 4.
+	// MaxWorkers caps live workers (idle, running, starting and being torn
+	// down). At least WarmTarget and at least 1.
 	MaxWorkers int
 	// Cold disables the warm set: every run spawns its own worker, as the
-	// original service did. For baselines only.
+	// original service did. For baselines only. WarmTarget must be 0.
 	Cold bool
 	// AcquireTimeout bounds how long a run waits for a worker before
-	// ErrOverloaded. Default 2s.
+	// ErrOverloaded. Required (positive).
 	AcquireTimeout time.Duration
 	// MaxIdleAge replaces idle workers older than this; it must stay well
-	// below the jail's own lifetime limit. Default 5m.
+	// below the jail's own lifetime limit. Required (positive).
 	MaxIdleAge time.Duration
 	// SpawnTimeout bounds one spawn plus handshake. Default 10s.
 	SpawnTimeout time.Duration
@@ -65,28 +68,16 @@ type Config struct {
 	// HealthCheckPeriod is how often idle workers are checked for death and
 	// age, and a failing sandbox is retried. Default 1s.
 	HealthCheckPeriod time.Duration
-	// Observer receives spawn and acquire measurements. Optional.
+	// Observer receives spawn, acquire and kill measurements. Optional.
 	Observer Observer
 }
 
+// DefaultSpawnTimeout is the default of Config.SpawnTimeout.
+const DefaultSpawnTimeout = 10 * time.Second
+
 func (c Config) withDefaults() Config {
-	if c.WarmTarget == 0 && !c.Cold {
-		c.WarmTarget = 4 * runtime.GOMAXPROCS(0)
-	}
-	if c.Cold {
-		c.WarmTarget = 0
-	}
-	if c.MaxWorkers == 0 {
-		c.MaxWorkers = max(2*c.WarmTarget, 4)
-	}
-	if c.AcquireTimeout == 0 {
-		c.AcquireTimeout = 2 * time.Second
-	}
-	if c.MaxIdleAge == 0 {
-		c.MaxIdleAge = 5 * time.Minute
-	}
 	if c.SpawnTimeout == 0 {
-		c.SpawnTimeout = 10 * time.Second
+		c.SpawnTimeout = DefaultSpawnTimeout
 	}
 	if c.SpawnConcurrency == 0 {
 		c.SpawnConcurrency = runtime.GOMAXPROCS(0)
@@ -94,8 +85,33 @@ func (c Config) withDefaults() Config {
 	if c.HealthCheckPeriod == 0 {
 		c.HealthCheckPeriod = time.Second
 	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
 	return c
 }
+
+func (c Config) validate() error {
+	switch {
+	case c.Spawn == nil:
+		return errors.New("pool: Config.Spawn is required")
+	case c.Cold && c.WarmTarget != 0:
+		return fmt.Errorf("pool: warm target %d must be 0 in cold mode", c.WarmTarget)
+	case !c.Cold && c.WarmTarget < 1:
+		return fmt.Errorf("pool: warm target %d must be at least 1", c.WarmTarget)
+	case c.MaxWorkers < max(1, c.WarmTarget):
+		return fmt.Errorf("pool: max workers %d must be at least 1 and at least the warm target %d", c.MaxWorkers, c.WarmTarget)
+	case c.AcquireTimeout <= 0 || c.MaxIdleAge <= 0:
+		return fmt.Errorf("pool: acquire timeout %s and max idle age %s must be positive", c.AcquireTimeout, c.MaxIdleAge)
+	}
+	return nil
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ObserveSpawn(time.Duration)         {}
+func (nopObserver) ObserveAcquire(time.Duration, bool) {}
+func (nopObserver) ObserveKillError(error)             {}
 
 // Pool is a warm pool of single-use workers.
 type Pool struct {
@@ -110,6 +126,7 @@ type Pool struct {
 
 	spawned     atomic.Int64
 	spawnFailed atomic.Int64
+	killFailed  atomic.Int64
 	destroyed   [4]atomic.Int64       // indexed by reasonIndex
 	spawnErr    atomic.Pointer[error] // last spawn error; nil after a success
 	failStreak  atomic.Int32          // spawns failed in a row
@@ -120,19 +137,18 @@ var reasonIndex = map[DestroyReason]int{DestroyUsed: 0, DestroyExpired: 1, Destr
 // New creates the pool and starts filling the warm set in the background.
 // Use WaitWarm to block until it is full.
 func New(cfg Config) (*Pool, error) {
-	if cfg.Spawn == nil {
-		return nil, errors.New("pool: Config.Spawn is required")
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	if cfg.WarmTarget < 0 || cfg.MaxWorkers < 1 || cfg.WarmTarget > cfg.MaxWorkers {
-		return nil, fmt.Errorf("pool: warm target %d must be between 0 and max workers %d", cfg.WarmTarget, cfg.MaxWorkers)
-	}
 	p := &Pool{cfg: cfg, refill: make(chan struct{}, 1), loopDone: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	pp, err := puddle.NewPool(&puddle.Config[Worker]{
 		Constructor: p.construct,
-		Destructor:  func(w Worker) { w.Kill() },
-		MaxSize:     int32(cfg.MaxWorkers),
+		// Only for workers puddle tears down itself (idle ones at Close, one
+		// finished while the pool was closing); destroy handles the rest.
+		Destructor: p.kill,
+		MaxSize:    int32(cfg.MaxWorkers),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pool: %w", err)
@@ -160,9 +176,7 @@ func (p *Pool) construct(ctx context.Context) (Worker, error) {
 	p.spawned.Add(1)
 	p.failStreak.Store(0)
 	p.spawnErr.Store(nil)
-	if p.cfg.Observer != nil {
-		p.cfg.Observer.ObserveSpawn(time.Since(start))
-	}
+	p.cfg.Observer.ObserveSpawn(time.Since(start))
 	return w, nil
 }
 
@@ -191,9 +205,7 @@ func (p *Pool) Run(ctx context.Context, req executor.Request) (executor.Result, 
 			p.destroy(res, DestroyDied)
 			continue
 		}
-		if p.cfg.Observer != nil {
-			p.cfg.Observer.ObserveAcquire(time.Since(start), res.CreationTime().After(start))
-		}
+		p.cfg.Observer.ObserveAcquire(time.Since(start), res.CreationTime().After(start))
 		NotifyAcquired(ctx)
 		out, err := w.Run(ctx, req)
 		reason := DestroyUsed
@@ -239,12 +251,33 @@ func (p *Pool) sandboxErr() error {
 	return nil
 }
 
-// destroy ends a worker (puddle runs the destructor in the background) and
-// asks for a replacement.
+// destroy ends a checked-out worker in the background and asks for a
+// replacement twice: at once, which spawns it in parallel with the teardown
+// when the pool is below MaxWorkers, and again once the slot is free. The
+// worker keeps its slot until Kill has returned (so live jails never exceed
+// MaxWorkers); at MaxWorkers the first refill counts the dying worker and
+// spawns nothing, and without the second the pool would stay short until the
+// next health check (puddle's own Destroy frees the slot only after its
+// destructor returns, with no hook after that).
 func (p *Pool) destroy(res *puddle.Resource[Worker], why DestroyReason) {
 	p.destroyed[reasonIndex[why]].Add(1)
-	res.Destroy()
 	p.triggerRefill()
+	go func() {
+		p.kill(res.Value())
+		// Hijack takes the resource out of the pool at once, freeing its
+		// slot; Close still waits for it (puddle counts it until then).
+		res.Hijack()
+		p.triggerRefill()
+	}()
+}
+
+// kill ends w and reports a failed teardown (such as a cgroup that could not
+// be removed) to the Observer.
+func (p *Pool) kill(w Worker) {
+	if err := w.Kill(); err != nil {
+		p.killFailed.Add(1)
+		p.cfg.Observer.ObserveKillError(err)
+	}
 }
 
 func (p *Pool) triggerRefill() {
@@ -361,15 +394,13 @@ func (p *Pool) WaitWarm(ctx context.Context) error {
 }
 
 // Ready reports nil when a run would find a worker: warm workers exist (or,
-// in cold mode, the last spawn succeeded). Otherwise it says why not.
+// in cold mode, spawning is not failing: a run spawns its own worker, so a
+// cold pool is ready from the start). Otherwise it says why not.
 func (p *Pool) Ready() error {
 	if err := p.sandboxErr(); err != nil {
 		return err
 	}
 	if p.cfg.Cold {
-		if p.spawned.Load() == 0 {
-			return errors.New("pool: no worker has been spawned yet")
-		}
 		return nil
 	}
 	if p.p.Stat().IdleResources() == 0 {
@@ -394,6 +425,7 @@ func (p *Pool) Stat() Stat {
 		AcquireDuration:     s.AcquireDuration(),
 		Spawned:             p.spawned.Load(),
 		SpawnFailed:         p.spawnFailed.Load(),
+		KillFailed:          p.killFailed.Load(),
 		Destroyed:           make(map[DestroyReason]int64, len(reasonIndex)),
 	}
 	for r, i := range reasonIndex {

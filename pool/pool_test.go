@@ -27,6 +27,9 @@ type fakeWorker struct {
 	f       *factory
 }
 
+// errKill is what a fake worker's Kill returns when factory.killErr is set.
+var errKill = errors.New("jailproc: remove cgroups of jail 42: device or resource busy")
+
 func (w *fakeWorker) Run(ctx context.Context, req executor.Request) (executor.Result, error) {
 	if w.runs.Add(1) > 1 {
 		w.f.reused.Store(true)
@@ -45,6 +48,9 @@ func (w *fakeWorker) Run(ctx context.Context, req executor.Request) (executor.Re
 }
 
 func (w *fakeWorker) Kill() error {
+	if w.f.killGate != nil {
+		<-w.f.killGate // a jail that takes a while to tear down
+	}
 	if w.killed.CompareAndSwap(false, true) {
 		w.f.live.Add(-1)
 		select {
@@ -52,6 +58,9 @@ func (w *fakeWorker) Kill() error {
 		default:
 			close(w.exited)
 		}
+	}
+	if w.f.killErr.Load() {
+		return errKill
 	}
 	return nil
 }
@@ -69,6 +78,8 @@ type factory struct {
 	block     chan struct{}
 	reused    atomic.Bool
 	ranKilled atomic.Bool
+	killGate  chan struct{} // when non-nil, Kill waits for it to close
+	killErr   atomic.Bool   // Kill reports errKill
 }
 
 func (f *factory) spawn(ctx context.Context) (pool.Worker, error) {
@@ -88,6 +99,14 @@ func newPool(t *testing.T, f *factory, cfg pool.Config) *pool.Pool {
 	cfg.Spawn = f.spawn
 	if cfg.HealthCheckPeriod == 0 {
 		cfg.HealthCheckPeriod = 10 * time.Millisecond
+	}
+	// The pool takes its sizes and deadlines from the caller (the server's
+	// configuration); these are the tests' usual ones.
+	if cfg.AcquireTimeout == 0 {
+		cfg.AcquireTimeout = 2 * time.Second
+	}
+	if cfg.MaxIdleAge == 0 {
+		cfg.MaxIdleAge = 5 * time.Minute
 	}
 	p, err := pool.New(cfg)
 	if err != nil {
@@ -149,6 +168,36 @@ func TestPoolUsesEachWorkerOnceAndRefillsAfterEveryRun(t *testing.T) {
 	waitFor(t, "used workers to be killed", func() bool { return f.live.Load() == 3 })
 }
 
+// At MaxWorkers, the refill asked for by a destroy cannot spawn while the
+// dying worker still holds its slot; the pool must spawn once the slot is
+// free, not on the next health check (an hour here).
+func TestPoolAtMaxWorkersIsWarmAgainAsSoonAsTheUsedWorkerIsGoneNotOnTheNextHealthCheck(t *testing.T) {
+	f := &factory{killGate: make(chan struct{})}
+	p := newPool(t, f, pool.Config{WarmTarget: 1, MaxWorkers: 1, HealthCheckPeriod: time.Hour})
+	t.Cleanup(func() { closeOnce(f.killGate) }) // before p.Close (cleanups run last first)
+	if err := p.WaitWarm(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Run(context.Background(), executor.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	// The used worker is being torn down and holds the only slot.
+	waitFor(t, "the used worker's teardown to begin", func() bool { return p.Stat().IdleWorkers == 0 })
+	closeOnce(f.killGate)
+	waitFor(t, "a warm worker after the teardown", func() bool { return p.Stat().IdleWorkers == 1 })
+	if got := p.Stat().Spawned; got != 2 {
+		t.Fatalf("spawned = %d, want 2", got)
+	}
+}
+
+func closeOnce(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+		close(c)
+	}
+}
+
 func TestPoolReplacesIdleWorkersThatGrowTooOld(t *testing.T) {
 	f := &factory{}
 	p := newPool(t, f, pool.Config{WarmTarget: 2, MaxWorkers: 4, MaxIdleAge: 30 * time.Millisecond})
@@ -202,14 +251,19 @@ func TestPoolCloseWaitsForRunsInFlightAndKillsEveryWorker(t *testing.T) {
 			done <- err
 		}()
 	}
-	waitFor(t, "two runs in flight", func() bool { return p.Stat().AcquiredWorkers == 2 })
+	waitFor(t, "two runs in flight and a full warm set", func() bool {
+		st := p.Stat()
+		return st.AcquiredWorkers == 2 && st.IdleWorkers == 3
+	})
 
 	closed := make(chan struct{})
 	go func() { p.Close(); close(closed) }()
+	// Close has destroyed the idle workers: it is now waiting for the runs.
+	waitFor(t, "Close to destroy the idle workers", func() bool { return p.Stat().IdleWorkers == 0 })
 	select {
 	case <-closed:
 		t.Fatal("Close returned while runs were in flight")
-	case <-time.After(50 * time.Millisecond):
+	default:
 	}
 	close(f.block)
 	for range 2 {
@@ -250,20 +304,21 @@ func TestPoolReportsSandboxUnavailableAndRecoversWhenSpawningWorksAgain(t *testi
 	}
 }
 
-func TestPoolInColdModeKeepsNoWarmSetAndSpawnsPerRun(t *testing.T) {
+func TestPoolInColdModeIsReadyAtOnceKeepsNoWarmSetAndSpawnsPerRun(t *testing.T) {
 	f := &factory{}
 	p := newPool(t, f, pool.Config{Cold: true, MaxWorkers: 4})
-	time.Sleep(30 * time.Millisecond)
-	if got := p.Stat().IdleWorkers; got != 0 {
-		t.Fatalf("cold pool has %d idle workers", got)
+	// A run spawns its own worker: nothing needs to be spawned first.
+	if err := p.Ready(); err != nil {
+		t.Fatalf("Ready before any run: %v", err)
 	}
 	for range 3 {
 		if _, err := p.Run(context.Background(), executor.Request{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := p.Stat().Spawned; got != 3 {
-		t.Fatalf("spawned = %d, want 3", got)
+	// Exactly one spawn per run, and nothing left idle: no warm set.
+	if st := p.Stat(); st.Spawned != 3 || st.IdleWorkers != 0 {
+		t.Fatalf("spawned = %d, idle = %d; want 3 and 0", st.Spawned, st.IdleWorkers)
 	}
 }
 
@@ -316,5 +371,39 @@ func TestPoolOneFailedSpawnDoesNotMakeTheSandboxUnavailable(t *testing.T) {
 	}
 	if _, err := p.Run(context.Background(), executor.Request{}); err != nil {
 		t.Fatalf("Run after one transient spawn failure: %v", err)
+	}
+}
+
+// killObserver records ObserveKillError calls.
+type killObserver struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (o *killObserver) ObserveSpawn(time.Duration)         {}
+func (o *killObserver) ObserveAcquire(time.Duration, bool) {}
+func (o *killObserver) ObserveKillError(err error) {
+	o.mu.Lock()
+	o.errs = append(o.errs, err)
+	o.mu.Unlock()
+}
+
+func (o *killObserver) count() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.errs)
+}
+
+func TestPoolReportsAWorkerWhoseKillFailedInStatAndToTheObserver(t *testing.T) {
+	f := &factory{}
+	f.killErr.Store(true) // e.g. the jail's cgroup could not be removed
+	obs := &killObserver{}
+	p := newPool(t, f, pool.Config{WarmTarget: 1, MaxWorkers: 2, Observer: obs})
+	if _, err := p.Run(context.Background(), executor.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the failed kill to be reported", func() bool { return p.Stat().KillFailed == 1 && obs.count() == 1 })
+	if !errors.Is(obs.errs[0], errKill) {
+		t.Fatalf("observed %v, want the worker's Kill error", obs.errs[0])
 	}
 }

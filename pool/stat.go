@@ -13,8 +13,8 @@ const (
 	DestroyExpired DestroyReason = "expired"
 	// DestroyDied: the worker's process exited while it was idle.
 	DestroyDied DestroyReason = "died"
-	// DestroyFailed: the worker could not be checked out or run (boost failed,
-	// supervisor error) or the pool was closed under it.
+	// DestroyFailed: the worker's Run returned a supervisor error (the run's
+	// outcome is unknown), for example a broken pipe to the jail.
 	DestroyFailed DestroyReason = "failed"
 )
 
@@ -42,6 +42,7 @@ type Stat struct {
 	// Spawn and destroy counters, kept by the pool.
 	Spawned      int64
 	SpawnFailed  int64
+	KillFailed   int64 // Kill returned an error (e.g. a cgroup left behind)
 	Destroyed    map[DestroyReason]int64
 	LastSpawnErr error // nil once a spawn succeeds again
 }
@@ -55,4 +56,7 @@ type Observer interface {
 	// ObserveAcquire is called once per Run with the time spent waiting for a
 	// worker; cold is true when no idle worker was available at once.
 	ObserveAcquire(wait time.Duration, cold bool)
+	// ObserveKillError is called when a worker's Kill failed: the worker is
+	// gone from the pool, but something of its jail may be left behind.
+	ObserveKillError(err error)
 }

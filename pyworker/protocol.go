@@ -25,7 +25,10 @@ import (
 	"syscall"
 )
 
-// Source is the worker program, passed to the interpreter with -c.
+// Source is the worker program. jailproc compiles it once, with the jail's
+// interpreter, to a .pyc file that every jail mounts and runs
+// (python3 -I -S -B -X utf8 /opt/pyworker/worker.pyc <Arg>); the tests in
+// this package run it with -c.
 //
 //go:embed worker.py
 var Source string

@@ -9,6 +9,8 @@ import (
 	"io"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/secure-script-executor/executor"
 )
 
 // MaxTextBytes caps ErrorInfo.Message and ErrorInfo.Traceback after decoding:
@@ -70,12 +72,12 @@ func (r Result) CheckMode(batch bool) error {
 // errorTypes is the closed set of error types of docs/PROTOCOL.md section 5;
 // the value says whether the type may appear on a batch item.
 var errorTypes = map[string]bool{
-	"syntax_error":    false,
-	"missing_main":    false,
-	"runtime_error":   true,
-	"result_not_json": true,
-	"memory_limit":    false,
-	"output_limit":    true,
+	string(executor.TypeSyntaxError):   false,
+	string(executor.TypeMissingMain):   false,
+	string(executor.TypeRuntimeError):  true,
+	string(executor.TypeResultNotJSON): true,
+	string(executor.TypeMemoryLimit):   false,
+	string(executor.TypeOutputLimit):   true,
 }
 
 // ReadResult reads one result frame, "SSE-RES <len>\n<payload>", and decodes

@@ -1,16 +1,23 @@
 # Secure Script Executor worker, protocol v1: see docs/PROTOCOL.md.
 #
-# Run as: python3 -I -S -B -X utf8 -c <this source> 'v1;<preload>;<paths>'
-# with fd 3 a unix stream socket to the server. One request, one result, exit.
+# Run as: python3 -I -S -B -X utf8 /opt/pyworker/worker.pyc 'v1;<preload>;<paths>'
+# (this source, compiled once by the server with the jail's interpreter), with
+# fd 3 a unix stream socket to the server. One request, one result, exit.
 #
 # Start-up cost is paid on every spawn, so nothing is imported before the ready
 # line except modules the interpreter has already loaded (sys, posix, builtins,
 # _io) and two C modules (_json, _socket). No json, socket, traceback or re.
 #
-# The script runs in this process. Everything below is written so that a
-# script which replaces builtins, sys attributes or module functions cannot
-# break the worker: every function it needs is bound before user code runs,
-# and every step that touches user objects is guarded.
+# The script runs in this process, so this worker is no security boundary: a
+# script can reach the worker's own globals (sys._getframe(1).f_globals),
+# replace _encode or write to fd 3, and so forge its own result. The boundaries
+# are the jail (nsjail, seccomp, cgroups, a uid of its own) and the server,
+# which decodes every result frame as hostile input and trusts it only as
+# "what this script said" about its own run. What the code below does
+# protect against is accidents: every function the worker needs is bound
+# before user code runs, and every step that touches user objects is guarded,
+# so a script that replaces builtins, sys attributes or module functions in
+# the ordinary course of things does not spoil its own result.
 import sys
 import posix
 import builtins
@@ -53,7 +60,13 @@ _exc_str = BaseException.__str__
 MAX_DEPTH = 200
 MSG_CAP = 2000  # characters kept of an error message
 TB_CAP = 6000  # characters kept of a traceback (its tail)
+# The error types this worker reports (docs/PROTOCOL.md section 5). A Go test
+# checks them against pyworker's list, which comes from package executor.
+ERROR_TYPES = ('syntax_error', 'missing_main', 'runtime_error', 'result_not_json', 'memory_limit', 'output_limit')
+# Precomputed, so that they can be sent when building any payload failed: a
+# real MemoryError, and any other failure of the worker itself.
 MEMORY_PAYLOAD = b'{"ok":false,"error":{"type":"memory_limit","message":"MemoryError"}}'
+WORKER_FAILED_PAYLOAD = b'{"ok":false,"error":{"type":"runtime_error","message":"the worker failed"}}'
 
 
 def _fail_start(msg):
@@ -683,10 +696,17 @@ def _run(sock, script, mode_batch, data, limit):
 
 
 def _finish(sock, payload, limit):
+    # payload is the run's text, or one of the precomputed payloads (bytes),
+    # or None when the worker itself failed.
     try:
-        body = payload.encode('ascii')
-    except BaseException:
+        if payload is None or payload is MEMORY_PAYLOAD:
+            body = payload or WORKER_FAILED_PAYLOAD
+        else:
+            body = payload.encode('ascii')
+    except MemoryError:
         body = MEMORY_PAYLOAD
+    except BaseException:
+        body = WORKER_FAILED_PAYLOAD
     if len(body) > limit:
         # Only error payloads get here (results were checked while encoding):
         # shed the traceback rather than break the cap.
@@ -787,13 +807,10 @@ def _main():
     try:
         payload = _run(sock, script, batch, data, limit)
     except MemoryError:
-        payload = None
-    except BaseException as e:
-        try:
-            payload = _fail_payload(_err('runtime_error', 'worker error: ' + _exc_line(e)))
-        except BaseException:
-            payload = None
-    _finish(sock, payload if payload is not None else MEMORY_PAYLOAD.decode('ascii'), limit)
+        payload = MEMORY_PAYLOAD
+    except BaseException:
+        payload = None  # a failure of the worker itself: WORKER_FAILED_PAYLOAD
+    _finish(sock, payload, limit)
 
 
 _main()

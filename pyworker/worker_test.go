@@ -221,3 +221,45 @@ func TestABatchPayloadExactlyAtTheLimitPassesAndOneByteMoreFails(t *testing.T) {
 		}
 	}
 }
+
+// A failure of the worker's own code (here provoked by a script that breaks
+// the worker's error builders) is a runtime_error saying the worker failed,
+// not a memory_limit: nothing ran out of memory.
+func TestAFailureOfTheWorkerItselfIsARuntimeErrorNotAMemoryLimit(t *testing.T) {
+	t.Parallel()
+	o := runScript(t, pyworker.Request{Script: []byte(
+		"import sys\ndef main():\n    g = sys._getframe(1).f_globals\n    g['_err'] = g['_exc_err'] = None\n    raise ValueError('x')\n")})
+	if o.Err != nil {
+		t.Fatal(o.Err)
+	}
+	if o.Result.OK || o.Result.Error == nil || o.Result.Error.Type != "runtime_error" || o.Result.Error.Message != "the worker failed" {
+		t.Fatalf("result %+v; want runtime_error \"the worker failed\"", o.Result)
+	}
+}
+
+func TestARealMemoryErrorIsStillAMemoryLimit(t *testing.T) {
+	t.Parallel()
+	o := runScript(t, pyworker.Request{Script: []byte("def main():\n    raise MemoryError\n")})
+	if o.Err != nil {
+		t.Fatal(o.Err)
+	}
+	if o.Result.OK || o.Result.Error == nil || o.Result.Error.Type != "memory_limit" {
+		t.Fatalf("result %+v; want memory_limit", o.Result)
+	}
+}
+
+// The worker is not a security boundary: the script runs in its process and
+// can reach its globals, so it can forge its own result. That is why the
+// server trusts a result only as "what this script said" (see
+// docs/SECURITY.md); the boundary is the jail and the server's checks.
+func TestAScriptCanReplaceTheWorkersEncoderSoTheWorkerIsNoBoundary(t *testing.T) {
+	t.Parallel()
+	o := runScript(t, pyworker.Request{Script: []byte(
+		"import sys\ndef main():\n    sys._getframe(1).f_globals['_encode'] = lambda v, limit: '\"forged\"'\n    return 'real'\n")})
+	if o.Err != nil {
+		t.Fatal(o.Err)
+	}
+	if !o.Result.OK || string(o.Result.Value) != `"forged"` {
+		t.Fatalf("result %+v; this test documents that a script can forge its result", o.Result)
+	}
+}

@@ -49,13 +49,13 @@ func readNamedKeys(path string) (names, keys []string, err error) {
 
 // addNamedKeys appends the keys of --named-api-keys-file to the unnamed ones
 // of --api-keys and --api-keys-file.
-func (c *config) addNamedKeys() error {
+func (c *config) addNamedKeys(bad badFunc) error {
 	if c.NamedAPIKeysFile == "" {
 		return nil
 	}
 	_, keys, err := readNamedKeys(c.NamedAPIKeysFile)
 	if err != nil {
-		return fmt.Errorf("invalid --named-api-keys-file (EXECUTOR_NAMED_API_KEYS_FILE) %s: %v", c.NamedAPIKeysFile, err)
+		return bad("named-api-keys-file", err.Error(), c.NamedAPIKeysFile)
 	}
 	c.APIKeys = append(c.APIKeys, keys...)
 	return nil

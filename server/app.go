@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,7 +34,7 @@ type App struct {
 	metrics *metrics.Metrics
 	api     *httpapi.Server
 
-	ln         *answerTracker
+	ln         net.Listener
 	metricsSrv *http.Server
 	failed     chan error
 
@@ -45,15 +44,41 @@ type App struct {
 	selftestEnd chan struct{}
 }
 
-// NewApp builds every part from cfg. It starts the pool (warming begins in the
-// background) but does not listen yet.
+// NewApp builds every part from cfg, a complete configuration from
+// parseConfig: every package gets every value from it. It starts the pool
+// (warming begins in the background) but does not listen yet.
 func NewApp(cfg config, log *slog.Logger) (*App, error) {
-	sup, err := jailproc.New(jailproc.Config{
+	sup, err := jailproc.New(supervisorConfig(cfg, log), jailproc.UIDRange{Base: cfg.UIDBase, Size: uidRangeSize(cfg.MaxWorkers)})
+	if err != nil {
+		return nil, err
+	}
+	logSandboxLimits(cfg, log, sup)
+	if len(cfg.APIKeys) == 0 {
+		log.Warn("NO API KEYS: /execute and /execute/batch are open to anyone who can reach the port; set --api-keys-file or EXECUTOR_API_KEYS")
+	}
+	a := &App{cfg: cfg, log: log, sup: sup, failed: make(chan error, 2), selftestEnd: make(chan struct{})}
+	reg := prometheus.NewRegistry()
+	a.metrics = metrics.New(reg, metrics.StatFunc(func() pool.Stat { return a.pool.Stat() }), buildInfo())
+	a.pool, err = pool.New(a.poolConfig())
+	if err != nil {
+		return nil, err
+	}
+	a.api = httpapi.New(a.apiConfig(reg), (*runner)(a))
+	return a, nil
+}
+
+// spawnTimeout bounds one spawn plus its ready handshake, in the pool and in
+// the supervisor alike.
+var spawnTimeout = jailproc.DefaultConfig().StartTimeout
+
+func supervisorConfig(cfg config, log *slog.Logger) jailproc.Config {
+	return jailproc.Config{
 		NsjailPath:        cfg.NsjailPath,
 		PythonBin:         cfg.PythonBin,
 		PythonPath:        cfg.PythonPath,
 		Preload:           cfg.Preload,
 		Timeout:           cfg.Timeout,
+		StartTimeout:      spawnTimeout,
 		MaxLifetime:       cfg.MaxIdleAge + cfg.Timeout + time.Minute,
 		MemoryLimit:       cfg.MemoryLimit,
 		AddressSpaceLimit: cfg.AddressSpaceLimit,
@@ -71,66 +96,68 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 		Log: func(msg string, args ...any) {
 			log.Warn(msg, args...)
 		},
-	}, jailproc.UIDRange{Base: cfg.UIDBase, Size: uidRangeSize(cfg.MaxWorkers)})
-	if err != nil {
-		return nil, err
 	}
-	if v, why := sup.Cgroups(); v == jailproc.CgroupNone {
+}
+
+// logSandboxLimits says at start how the jails are limited, loudly when
+// cgroup limits or the CPU cap are missing.
+func logSandboxLimits(cfg config, log *slog.Logger, sup *jailproc.Supervisor) {
+	v, why := sup.Cgroups()
+	if v == jailproc.CgroupNone {
 		log.Warn("NO CGROUP LIMITS: jails are limited by rlimits only (memory by RLIMIT_AS, processes by RLIMIT_NPROC); set --cgroups=required to refuse this",
 			"reason", why)
-	} else {
-		attrs := []any{"version", v.String(), "memory_limit", formatSize(cfg.MemoryLimit), "max_procs", cfg.MaxProcs}
-		if why != "" {
-			// What the setup had to do, such as moving the container's
-			// processes out of a cgroup v2 namespace root.
-			attrs = append(attrs, "setup", why)
-		}
-		if on, _ := sup.CPUCap(); on {
-			attrs = append(attrs, "cpu_ms_per_sec", cfg.CPUMsPerSec)
-		}
-		log.Info("cgroup limits enforced", attrs...)
-		if on, why := sup.CPUCap(); !on && why != "" {
-			log.Warn("NO CPU CAP: a jail may use every core while it runs (RLIMIT_CPU still bounds its total)", "reason", why)
-		}
+		return
 	}
-	if len(cfg.APIKeys) == 0 {
-		log.Warn("NO API KEYS: /execute and /execute/batch are open to anyone who can reach the port; set --api-keys-file or EXECUTOR_API_KEYS")
+	attrs := []any{"version", v.String(), "memory_limit", formatSize(cfg.MemoryLimit), "max_procs", cfg.MaxProcs}
+	if why != "" {
+		// What the setup had to do, such as moving the container's
+		// processes out of a cgroup v2 namespace root.
+		attrs = append(attrs, "setup", why)
 	}
+	on, cpuWhy := sup.CPUCap()
+	if on {
+		attrs = append(attrs, "cpu_ms_per_sec", cfg.CPUMsPerSec)
+	}
+	log.Info("cgroup limits enforced", attrs...)
+	if !on && cpuWhy != "" {
+		log.Warn("NO CPU CAP: a jail may use every core while it runs (RLIMIT_CPU still bounds its total)", "reason", cpuWhy)
+	}
+}
 
-	a := &App{cfg: cfg, log: log, sup: sup, failed: make(chan error, 2), selftestEnd: make(chan struct{})}
-	reg := prometheus.NewRegistry()
-	a.metrics = metrics.New(reg, metrics.StatFunc(func() pool.Stat { return a.pool.Stat() }), buildInfo())
-	a.pool, err = pool.New(pool.Config{
+func (a *App) poolConfig() pool.Config {
+	return pool.Config{
 		Spawn: func(ctx context.Context) (pool.Worker, error) {
-			p, err := sup.Start(ctx)
+			p, err := a.sup.Start(ctx)
 			if err != nil {
 				return nil, err
 			}
 			return p, nil
 		},
-		WarmTarget:     cfg.WarmWorkers,
-		MaxWorkers:     cfg.MaxWorkers,
-		Cold:           cfg.PoolMode == "cold",
-		AcquireTimeout: cfg.AcquireTimeout,
-		MaxIdleAge:     cfg.MaxIdleAge,
-		Observer:       a.metrics,
-	})
-	if err != nil {
-		return nil, err
+		WarmTarget:     a.cfg.WarmWorkers,
+		MaxWorkers:     a.cfg.MaxWorkers,
+		Cold:           a.cfg.PoolMode == "cold",
+		AcquireTimeout: a.cfg.AcquireTimeout,
+		MaxIdleAge:     a.cfg.MaxIdleAge,
+		SpawnTimeout:   spawnTimeout,
+		Observer:       poolObserver{a.metrics, a.log},
 	}
+}
 
-	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)})
+// apiConfig is the HTTP API's configuration; /metrics is served on the API
+// port unless --metrics-addr names its own.
+func (a *App) apiConfig(reg *prometheus.Registry) httpapi.Config {
+	cfg := a.cfg
+	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelError)})
 	apiCfg := httpapi.Config{
 		MaxBodyBytes:    int(cfg.MaxBody),
 		Timeout:         cfg.Timeout,
 		MemoryLimit:     cfg.MemoryLimit,
-		AcquireMargin:   cfg.AcquireTimeout + time.Second,
 		MaxBatchRecords: cfg.MaxBatchRecords,
 		APIKeys:         cfg.APIKeys,
 		APIKeyNames:     cfg.keyNames(),
 		FairShareSlots:  cfg.MaxWorkers,
 		FairShareWait:   cfg.AcquireTimeout,
-		Logger:          log,
+		Logger:          a.log,
 		Recorder:        a.metrics,
 		LogScripts:      cfg.LogScripts,
 		ReadTimeout:     cfg.ReadTimeout,
@@ -146,14 +173,28 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 		mux.Handle("GET /metrics", metricsHandler)
 		a.metricsSrv = &http.Server{Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
-	a.api = httpapi.New(apiCfg, (*runner)(a))
-	return a, nil
+	return apiCfg
 }
 
-// uidRangeSize is how many host uids jails may use. More than MaxWorkers:
-// puddle frees a destroyed worker's slot at once while the jail is still being
-// torn down in the background, holding its uid for a few milliseconds more,
-// so a replacement must find another uid free.
+// poolObserver forwards the pool's measurements to the metrics and logs
+// every failed worker teardown, which the pool also counts
+// (executor_pool_kill_failures_total).
+type poolObserver struct {
+	*metrics.Metrics
+	log *slog.Logger
+}
+
+func (o poolObserver) ObserveKillError(err error) {
+	o.log.Warn("worker teardown failed; something of the jail may be left behind", "err", err)
+	o.Metrics.ObserveKillError(err)
+}
+
+// uidRangeSize is how many host uids jails may use. MaxWorkers would be
+// enough: the pool keeps a destroyed worker's slot until its Kill has
+// returned, and Kill frees the uid before it returns, so at most MaxWorkers
+// uids are ever taken. The spare ones let a freed uid rest before it is
+// handed out again (uids are reused least recently freed first), so nothing
+// left of an old jail could ever share a uid with a new jail's script.
 func uidRangeSize(maxWorkers int) int { return 4*maxWorkers + 16 }
 
 // runner adapts the pool to the API: ready also requires the self-test.
@@ -191,11 +232,10 @@ func (r *runner) ReadyDetails() map[string]string {
 
 // Start listens on the configured address and starts the sandbox self-test.
 func (a *App) Start() error {
-	inner, err := net.Listen("tcp", net.JoinHostPort(a.cfg.Host, strconv.Itoa(a.cfg.Port)))
+	ln, err := net.Listen("tcp", net.JoinHostPort(a.cfg.Host, strconv.Itoa(a.cfg.Port)))
 	if err != nil {
 		return err
 	}
-	ln := &answerTracker{Listener: inner, conns: make(map[*trackedConn]struct{})}
 	a.ln = ln
 	go func() {
 		if err := a.api.Listen(ln); err != nil {
@@ -237,7 +277,7 @@ func (a *App) selftest(ctx context.Context) {
 	var lastErr string
 	for {
 		if a.pool.Ready() == nil {
-			res, err := a.pool.Run(ctx, executor.Request{Mode: executor.ModeSingle, Script: []byte(selftestScript), Input: []byte("[1,2,3]")})
+			res, err := a.pool.Run(ctx, executor.Request{Mode: executor.ModeSingle, Script: []byte(selftestScript), Input: []byte("[1,2,3]"), Timeout: a.cfg.Timeout})
 			var msg string
 			switch {
 			case err != nil:
@@ -278,7 +318,8 @@ func (a *App) Addr() string { return a.ln.Addr().String() }
 func (a *App) Failed() <-chan error { return a.failed }
 
 // Close shuts down in order: stop accepting and drain in-flight requests
-// (bounded by ctx), then close the pool, which destroys every worker.
+// (bounded by ctx; past it, httpapi cancels the runs and lets their clients
+// be answered 503), then close the pool, which destroys every worker.
 func (a *App) Close(ctx context.Context) error {
 	var errs []error
 	if a.stopSelf != nil {
@@ -288,15 +329,12 @@ func (a *App) Close(ctx context.Context) error {
 	if a.ln != nil {
 		if err := a.api.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("drain: %w", err))
-			// Past the grace, Shutdown cancelled the runs in flight. Their
-			// handlers answer 503 within milliseconds; let them, so a
-			// client gets "shutting down, retry" rather than a connection
-			// closed by the exiting process.
-			a.ln.waitAnswered(2 * time.Second)
 		}
 	}
 	if a.metricsSrv != nil {
-		a.metricsSrv.Shutdown(ctx)
+		if err := a.metricsSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("metrics listener: %w", err))
+		}
 	}
 	a.pool.Close()
 	if err := a.sup.Close(); err != nil {
@@ -305,76 +343,8 @@ func (a *App) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// answerTracker is the API listener. It knows which connections have read a
-// request that has not been answered yet, so a shutdown past its grace can
-// wait for the answers to the runs it cancelled.
-type answerTracker struct {
-	net.Listener
-	mu    sync.Mutex
-	conns map[*trackedConn]struct{}
-}
-
-type trackedConn struct {
-	net.Conn
-	t *answerTracker
-	// awaiting: bytes were read since the last write, i.e. a request is
-	// being handled (a partial request counts too).
-	awaiting atomic.Bool
-	closed   sync.Once
-}
-
-func (t *answerTracker) Accept() (net.Conn, error) {
-	c, err := t.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	tc := &trackedConn{Conn: c, t: t}
-	t.mu.Lock()
-	t.conns[tc] = struct{}{}
-	t.mu.Unlock()
-	return tc, nil
-}
-
-func (c *trackedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.awaiting.Store(true)
-	}
-	return n, err
-}
-
-func (c *trackedConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	c.awaiting.Store(false)
-	return n, err
-}
-
-func (c *trackedConn) Close() error {
-	c.closed.Do(func() {
-		c.t.mu.Lock()
-		delete(c.t.conns, c)
-		c.t.mu.Unlock()
-	})
-	return c.Conn.Close()
-}
-
-// waitAnswered waits until no connection awaits an answer, or limit.
-func (t *answerTracker) waitAnswered(limit time.Duration) {
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		waiting := false
-		t.mu.Lock()
-		for c := range t.conns {
-			waiting = waiting || c.awaiting.Load()
-		}
-		t.mu.Unlock()
-		if !waiting {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
+// buildInfo is the server's version, as executor --version prints it and
+// executor_build_info exports it.
 func buildInfo() metrics.BuildInfo {
 	info := metrics.BuildInfo{Version: "dev", GoVersion: runtime.Version()}
 	if bi, ok := debug.ReadBuildInfo(); ok {

@@ -29,7 +29,12 @@ func sharedServer(t *testing.T) *server {
 	t.Helper()
 	sharedOnce.Do(func() {
 		// Not t.Cleanup-bound to the first test: TestMain stops it.
-		shared = startServerUnmanaged(t, nil, "--timeout", "3s", "--max-stdout", "64KiB", "--max-result", "1MiB", "--memory-limit", "128MiB")
+		// A long acquire timeout: these tests check what runs answer, and on
+		// a machine loaded by other suites a spawn can take seconds; a 429
+		// there would be the machine's doing, not the server's. The overload
+		// tests start servers of their own.
+		shared = startServerUnmanaged(t, nil, "--timeout", "3s", "--max-stdout", "64KiB", "--max-result", "1MiB", "--memory-limit", "128MiB",
+			"--acquire-timeout", "30s")
 		shared.waitReady()
 	})
 	if shared == nil {
@@ -287,7 +292,7 @@ func TestOverloadAnswers429WithRetryAfterWhenNoWorkerFreesUpInTime(t *testing.T)
 	s.waitReady()
 	done := make(chan response, 1)
 	go func() { done <- s.execute("import time\ndef main():\n    time.sleep(1.5)\n    return 1\n") }()
-	time.Sleep(300 * time.Millisecond) // the only worker is now busy
+	s.waitBusy(1) // the only worker is now busy
 	r := s.execute(hello)
 	if r.Status != 429 || errType(r) != "overloaded" || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("status %d type %s Retry-After %q: %s", r.Status, errType(r), r.Header.Get("Retry-After"), r.Raw)
@@ -299,7 +304,7 @@ func TestOverloadAnswers429WithRetryAfterWhenNoWorkerFreesUpInTime(t *testing.T)
 
 func TestABrokenSandboxKeepsTheServerUpButNotReadyAndNothingRunsUnsandboxed(t *testing.T) {
 	s := startServer(t, nil, "--nsjail-path", "/bin/false", "--uid-base", testenv.UIDBaseArg(t))
-	time.Sleep(300 * time.Millisecond)
+	s.waitSandboxDown()
 	resp, err := http.Get(s.url + "/healthz")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("/healthz: %v %v", err, resp)
@@ -323,7 +328,7 @@ func TestTheSandboxRecoversWhenNsjailAppearsLater(t *testing.T) {
 	dir := t.TempDir()
 	link := filepath.Join(dir, "nsjail")
 	s := startServer(t, nil, "--nsjail-path", link, "--uid-base", testenv.UIDBaseArg(t), "--warm-workers", "1", "--max-workers", "2")
-	time.Sleep(300 * time.Millisecond)
+	s.waitSandboxDown()
 	if r := s.execute(hello); errType(r) != "sandbox_unavailable" {
 		t.Fatalf("before nsjail exists: %s", r.Raw)
 	}
@@ -359,11 +364,9 @@ func TestCloseLeavesNoJailProcessNoCgroupAndNoOpenFile(t *testing.T) {
 	if left := testenv.CgroupsLeft(t, cgroup); len(left) > 0 {
 		t.Errorf("cgroups left behind: %v", left)
 	}
-	// The shared server may hold fds of its own; this server's are all gone.
-	time.Sleep(100 * time.Millisecond)
-	if after := openFDs(t); after > fdsBefore+2 {
-		t.Fatalf("open fds: %d before, %d after Close", fdsBefore, after)
-	}
+	// The shared server may hold fds of its own; this server's are all gone
+	// (the HTTP client's idle connections close a moment after the server's).
+	s.waitFor("this server's fds to close", func() bool { return openFDs(t) <= fdsBefore+2 })
 }
 
 func TestReadyzTellsOperatorsWhetherCgroupLimitsAreEnforced(t *testing.T) {
@@ -389,5 +392,36 @@ func TestReadyzTellsOperatorsWhetherCgroupLimitsAreEnforced(t *testing.T) {
 	}
 	if !strings.Contains(s.logs.String(), "NO CGROUP LIMITS") {
 		t.Fatal("running without cgroup limits was not logged loudly")
+	}
+}
+
+// The supervisor words a timeout once, knowing which limit ended the run;
+// the API passes its message through.
+func TestATimeoutSaysWhichLimitEndedTheRunAndWhatTheClientCanDo(t *testing.T) {
+	s := startServer(t, nil, "--timeout", "20s", "--warm-workers", "1", "--max-workers", "2")
+	s.waitReady()
+	r := s.execute("def main():\n    while True:\n        pass\n", `"timeout_ms":300`)
+	want := "the script ran longer than its 300 ms limit; make it faster or raise timeout_ms up to 20000"
+	if r.Status != 422 || errType(r) != "timeout" || errMessage(r) != want {
+		t.Fatalf("wall-clock limit: status %d type %q message %q, want 422 timeout %q", r.Status, errType(r), errMessage(r), want)
+	}
+	// RLIMIT_CPU, lowered by the script itself to 1 s: a CPU-time kill, not
+	// a wall-clock one, and the answer must say so.
+	r = s.execute("import resource\ndef main():\n    resource.setrlimit(resource.RLIMIT_CPU, (1, 1))\n    while True:\n        pass\n")
+	if r.Status != 422 || errType(r) != "timeout" || !strings.Contains(errMessage(r), "CPU time limit") {
+		t.Fatalf("CPU limit: status %d type %q message %q, want 422 timeout naming the CPU time limit", r.Status, errType(r), errMessage(r))
+	}
+}
+
+// A cold pool keeps no warm worker, so it must not need one to be ready: the
+// self-test spawns the first worker, and no request has to come first.
+func TestAColdServerBecomesReadyWithoutAnyRequest(t *testing.T) {
+	s := startServer(t, nil, "--pool-mode", "cold", "--warm-workers", "0", "--max-workers", "2")
+	s.waitReady()
+	if st := s.app.pool.Stat(); st.IdleWorkers != 0 || st.WarmTarget != 0 {
+		t.Fatalf("cold pool: %d idle, warm target %d; want none", st.IdleWorkers, st.WarmTarget)
+	}
+	if r := s.execute(hello); r.Status != 200 {
+		t.Fatalf("%s", r.Raw)
 	}
 }

@@ -74,7 +74,8 @@ func (h *hostile) testLimits(t *testing.T) {
 		go func() {
 			done <- h.execute(t, "import os\ndef main():\n    for i in range(30):\n        if os.fork() == 0:\n            break\n    while True:\n        pass\n", `"timeout_ms": 1500`)
 		}()
-		time.Sleep(500 * time.Millisecond)
+		// The burners run: 31 processes in one jail.
+		waitJailProcesses(t, "the 31 CPU burners", 31, func(procInfo) bool { return true })
 		start := time.Now()
 		h.hello(t)
 		// Answered while the burner still runs (it is killed at 1.5 s):
@@ -318,7 +319,7 @@ def main(port):
     return {'bound': s.getsockname()[1], 'self_connect': tr(lambda: conn('127.0.0.1', port))}
 `, fmt.Sprintf(`"input": %d`, free))
 		}()
-		time.Sleep(500 * time.Millisecond)
+		waitJailProcesses(t, "the script to listen and sleep", 1, sleeping)
 		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", free), time.Second); err == nil {
 			c.Close()
 			t.Errorf("the host reached a port the script listens on inside the jail")
@@ -381,7 +382,7 @@ func (h *hostile) testTenants(t *testing.T) {
 	t.Run("b_hunts_for_a", func(t *testing.T) {
 		done := make(chan response, 1)
 		go func() { done <- h.execute(t, tenantA) }()
-		time.Sleep(400 * time.Millisecond) // A has written its secret and sleeps
+		waitJailProcesses(t, "A to write its secret and sleep", 1, sleeping)
 		b := h.execute(t, tenantB)
 		a := <-done
 		h.expect(t, b, 200, "")
@@ -459,7 +460,7 @@ def main():
 	t.Run("host_view_of_a_running_jail", func(t *testing.T) {
 		done := make(chan response, 1)
 		go func() { done <- h.execute(t, "import time\ndef main():\n    time.sleep(1.0)\n    return 'slept'\n") }()
-		time.Sleep(500 * time.Millisecond)
+		waitJailProcesses(t, "the script to sleep", 1, sleeping)
 		n := 0
 		for _, p := range hostProcesses() {
 			if len(p.uids) != 4 || !inJailRange(p.uids[0]) {
@@ -497,7 +498,7 @@ def main():
 				results[i] = h.execute(t, "import time\ndef main(i):\n    time.sleep(1.2)\n    return i\n", fmt.Sprintf(`"input": %d`, i))
 			}(i)
 		}
-		time.Sleep(600 * time.Millisecond)
+		waitJailProcesses(t, "four scripts to sleep", n, sleeping)
 		procs := hostProcesses()
 		jailOf := map[int]int{} // nsjail pid -> mapped host uid
 		owner := map[int]int{}  // host uid -> nsjail pid

@@ -56,6 +56,9 @@ func hostileArgs() []string {
 		"--timeout", "2s", "--memory-limit", "128MiB", "--tmp-size", "4MiB",
 		"--max-stdout", "64KiB", "--max-stderr", "64KiB", "--max-result", "256KiB",
 		"--max-body", "2MiB", "--read-timeout", "1s",
+		// No case here is about overload; on a loaded machine a spawn may
+		// take seconds, and a 429 would be the machine's doing.
+		"--acquire-timeout", "30s",
 		"--cgroup-parent", hostileCgroup,
 		"--log-level", "info",
 	}
@@ -136,9 +139,13 @@ func TestHostile(t *testing.T) {
 		t.Errorf("files owned by jail uids left on the host: %v", left)
 	}
 	http.DefaultClient.CloseIdleConnections()
-	time.Sleep(100 * time.Millisecond)
-	if after := openFDs(t); after > fdsBefore+2 {
-		t.Errorf("open fds: %d before the suite, %d after", fdsBefore, after)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if after := openFDs(t); after <= fdsBefore+2 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Errorf("open fds: %d before the suite, %d after", fdsBefore, after)
+			break
+		}
 	}
 	if after := heapInUse(); after > heapBefore+32<<20 {
 		t.Errorf("Go heap after stop: %d MiB, before start %d MiB", after>>20, heapBefore>>20)
@@ -312,6 +319,49 @@ func hostProcesses() []procInfo {
 		out = append(out, p)
 	}
 	return out
+}
+
+// jailSyscall is the system call a jail process is blocked in (from
+// /proc/<pid>/syscall), or -1 while it runs.
+func jailSyscall(pid int) int {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "syscall"))
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.Atoi(strings.Fields(string(b) + " x")[0])
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// sleeping reports whether p is a script in time.sleep: Python 3.11 sleeps
+// in clock_nanosleep (230 on x86_64; nanosleep, 35, on older ones), while an
+// idle worker waits in read or recvmsg.
+func sleeping(p procInfo) bool {
+	n := jailSyscall(p.pid)
+	return n == 230 || n == 35
+}
+
+// waitJailProcesses waits until at least n processes of the suite's jails
+// satisfy cond: the host's view of how far a script got, so a test waits on
+// the script's state and never for a fixed time.
+func waitJailProcesses(t *testing.T, what string, n int, cond func(procInfo) bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		got := 0
+		for _, p := range hostProcesses() {
+			if len(p.uids) == 4 && inJailRange(p.uids[0]) && cond(p) {
+				got++
+			}
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s (%d of %d jail processes)", what, got, n)
+		}
+	}
 }
 
 // inJailRange: the server gives jails uidRangeSize(--max-workers) uids.

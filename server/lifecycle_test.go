@@ -107,7 +107,7 @@ func TestBadConfigurationExitsTwoAndNamesTheSetting(t *testing.T) {
 			var stderr bytes.Buffer
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel() // should it start after all, it stops at once
-			code := Main(ctx, c.args, func(k string) string { return c.env[k] }, &stderr, nil)
+			code := Main(ctx, c.args, environ(c.env), &stderr, nil)
 			if code != 2 {
 				t.Fatalf("exit code %d, want 2; stderr:\n%s", code, &stderr)
 			}
@@ -144,7 +144,7 @@ func kebab(s string) string {
 
 func TestHelpExitsZeroAndDocumentsEveryFlagWithItsEnvironmentVariable(t *testing.T) {
 	var stderr bytes.Buffer
-	if code := Main(context.Background(), []string{"--help"}, func(string) string { return "" }, &stderr, nil); code != 0 {
+	if code := Main(context.Background(), []string{"--help"}, nil, &stderr, nil); code != 0 {
 		t.Fatalf("--help exit code %d:\n%s", code, &stderr)
 	}
 	help := stderr.String()
@@ -329,6 +329,21 @@ func (p *proc) executeAsync(script string) <-chan lcResult {
 	return out
 }
 
+// waitRunning waits until n runs hold a worker, as the binary's own
+// /metrics reports it (executor_pool_acquired_workers).
+func (p *proc) waitRunning(n int) {
+	p.t.Helper()
+	want := fmt.Sprintf("\nexecutor_pool_acquired_workers %d\n", n)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if status, body := lcGet(p.t, p.url+"/metrics"); status == 200 && strings.Contains(body, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("never saw %d runs in flight:\n%s", n, p.logs)
+		}
+	}
+}
+
 // refusedAt waits until a new TCP connection to the API is refused.
 func (p *proc) refusedAt(limit time.Duration) (time.Time, error) {
 	addr := strings.TrimPrefix(p.url, "http://")
@@ -387,7 +402,7 @@ func TestTheBinaryShutsDownGracefullyOnSignals(t *testing.T) {
 			}
 
 			pending := p.executeAsync(fmt.Sprintf(sleepScript, "1.5", "1.5"))
-			time.Sleep(400 * time.Millisecond) // the run is now in its jail
+			p.waitRunning(1) // the run is now in its jail
 			signalled := time.Now()
 			if err := p.cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
@@ -430,7 +445,7 @@ func TestTheBinaryShutsDownGracefullyOnSignals(t *testing.T) {
 		cgroup := lcCgroupParent(t, "grace")
 		p := startBinary(t, bin, uidBase, cgroup, "--shutdown-grace", "1s", "--timeout", "20s")
 		pending := p.executeAsync(fmt.Sprintf(sleepScript, "15", "15"))
-		time.Sleep(400 * time.Millisecond)
+		p.waitRunning(1)
 		signalled := time.Now()
 		p.cmd.Process.Signal(syscall.SIGTERM)
 
@@ -566,10 +581,7 @@ func TestANsjailThatCannotCreateNamespacesIsReportedWithCauseAndFix(t *testing.T
 	s := startServer(t, nil, "--nsjail-path", fake, "--uid-base", testenv.UIDBaseArg(t), "--cgroup-parent", cgroup,
 		"--warm-workers", "1", "--max-workers", "2")
 
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(s.logs.String(), "SANDBOX UNAVAILABLE") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	s.waitFor("the SANDBOX UNAVAILABLE log line", func() bool { return strings.Contains(s.logs.String(), "SANDBOX UNAVAILABLE") })
 	if status, raw := lcGet(t, s.url+"/healthz"); status != 200 {
 		t.Fatalf("/healthz: %d %s", status, raw)
 	}

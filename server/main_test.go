@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,12 +17,13 @@ import (
 	"time"
 
 	"github.com/secure-script-executor/executor/internal/testenv"
+	"github.com/secure-script-executor/executor/pool"
 )
 
 // server is one real executor (real nsjail, real Python) started through
 // Main on a loopback port, as `make run` would start it.
 type server struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	app    *App
 	cancel context.CancelFunc
@@ -46,9 +48,9 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startServer starts Main with args (plus test defaults) and env, and waits
-// until /readyz says ready unless wantReady is false.
-func startServer(t *testing.T, env map[string]string, args ...string) *server {
+// startServer starts Main with args (plus test defaults) and env, and returns
+// once it listens (call waitReady to wait for /readyz).
+func startServer(t testing.TB, env map[string]string, args ...string) *server {
 	t.Helper()
 	s := startServerUnmanaged(t, env, args...)
 	t.Cleanup(func() { s.stop() })
@@ -56,7 +58,7 @@ func startServer(t *testing.T, env map[string]string, args ...string) *server {
 }
 
 // startServerUnmanaged is startServer without stopping at the end of t.
-func startServerUnmanaged(t *testing.T, env map[string]string, args ...string) *server {
+func startServerUnmanaged(t testing.TB, env map[string]string, args ...string) *server {
 	t.Helper()
 	base := []string{"--host", "127.0.0.1", "--port", "0", "--nsjail-path", testenv.Nsjail(t),
 		"--warm-workers", "4", "--max-workers", "8", "--log-level", "debug", "--shutdown-grace", "10s"}
@@ -70,11 +72,10 @@ func startServerUnmanaged(t *testing.T, env map[string]string, args ...string) *
 		// it, and removes its (empty) parent itself when it closes.
 		base = append(base, "--cgroup-parent", testenv.CgroupParentName("server"))
 	}
-	getenv := func(k string) string { return env[k] }
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{t: t, cancel: cancel, code: make(chan int, 1), logs: &syncBuffer{}}
 	started := make(chan *App, 1)
-	go func() { s.code <- Main(ctx, append(base, args...), getenv, s.logs, started) }()
+	go func() { s.code <- Main(ctx, append(base, args...), environ(env), s.logs, started) }()
 	select {
 	case s.app = <-started:
 	case code := <-s.code:
@@ -85,6 +86,48 @@ func startServerUnmanaged(t *testing.T, env map[string]string, args ...string) *
 	s.url = "http://" + s.app.Addr()
 	validateAnswersOf(s.url)
 	return s
+}
+
+// waitFor waits, for at most 20 s, until cond holds: tests wait on the
+// server's state, never for a fixed time.
+func (s *server) waitFor(what string, cond func() bool) {
+	s.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("timed out waiting for %s:\n%s", what, s.logs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitBusy waits until n workers are running a script.
+func (s *server) waitBusy(n int32) {
+	s.t.Helper()
+	s.waitFor(fmt.Sprintf("%d busy workers", n), func() bool { return s.app.pool.Stat().AcquiredWorkers == n })
+}
+
+// waitIdle waits until n workers are warm.
+func (s *server) waitIdle(n int32) {
+	s.t.Helper()
+	s.waitFor(fmt.Sprintf("%d idle workers", n), func() bool { return s.app.pool.Stat().IdleWorkers >= n })
+}
+
+// waitSandboxDown waits until the pool reports the sandbox unavailable.
+func (s *server) waitSandboxDown() {
+	s.t.Helper()
+	s.waitFor("the sandbox to be reported unavailable", func() bool {
+		return errors.Is(s.app.pool.Ready(), pool.ErrSandboxUnavailable)
+	})
+}
+
+// environ turns a map of variables into the form of os.Environ.
+func environ(env map[string]string) []string {
+	var kv []string
+	for k, v := range env {
+		kv = append(kv, k+"="+v)
+	}
+	return kv
 }
 
 func (s *server) waitReady() {
@@ -156,7 +199,7 @@ func postRaw(t *testing.T, url string, headers map[string]string, body string) (
 }
 
 // readResponse reads and closes resp, whose body must be JSON.
-func readResponse(t *testing.T, resp *http.Response) response {
+func readResponse(t testing.TB, resp *http.Response) response {
 	t.Helper()
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)

@@ -164,18 +164,25 @@ func TestARealScrapeIsPromtoolCleanCountsEveryOutcomeAndHasEveryDocumentedMetric
 		}
 		want[outcome]++
 	}
-	expect("ok", s.execute(scriptOK))
-	expect("ok", s.post("/execute/batch", "application/json", `{"script":"def main(x):\n    return x","inputs":[1,2]}`))
-	expect("syntax_error", s.execute(scriptSyntax))
-	expect("missing_main", s.execute("x = 1\n"))
-	expect("runtime_error", s.execute(scriptRuntime))
-	expect("timeout", s.execute(scriptLoop, `"timeout_ms":200`))
+	// Each run uses up a worker and the acquire timeout is short (for the
+	// overload below): wait for a warm pool before each run, so that a spawn
+	// slowed by a loaded machine cannot turn a run into a 429.
+	run := func(r func() response) response { s.waitIdle(2); return r() }
+	expect("ok", run(func() response { return s.execute(scriptOK) }))
+	expect("ok", run(func() response {
+		return s.post("/execute/batch", "application/json", `{"script":"def main(x):\n    return x","inputs":[1,2]}`)
+	}))
+	expect("syntax_error", run(func() response { return s.execute(scriptSyntax) }))
+	expect("missing_main", run(func() response { return s.execute("x = 1\n") }))
+	expect("runtime_error", run(func() response { return s.execute(scriptRuntime) }))
+	expect("timeout", run(func() response { return s.execute(scriptLoop, `"timeout_ms":200`) }))
 	expect("invalid_request", s.post("/execute", "application/json", `{"script": 42}`))
 	expect("invalid_request", s.post("/execute/batch", "application/json", `{"script": "x"}`))
 	expect("unsupported_media_type", s.post("/execute", "text/plain", scriptOK))
 	expect("request_too_large", announceTooLarge(t, s, 100<<10))
 
 	// Overloaded: both workers busy, the third request waits 300 ms for one.
+	s.waitIdle(2)
 	var wg sync.WaitGroup
 	busy := make([]response, 2)
 	for i := range busy {

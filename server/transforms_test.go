@@ -107,48 +107,45 @@ func TestBatchRecordsKeepTheirOwnStdoutAndScriptLevelFailuresFailTheWholeBatch(t
 	}
 }
 
-// TestBatchThroughputAgainstSingleRequests measures, in one run, records per
-// second through /execute/batch against single /execute requests of the
-// same transform. It reports figures; it asserts only correctness (timing
-// assertions do not belong in tests on shared machines).
-func TestBatchThroughputAgainstSingleRequests(t *testing.T) {
-	s := sharedServer(t)
-	const singles, records = 60, 2000
-	b, _ := json.Marshal(map[string]any{"script": crmTransform, "input": crmRecords(1, -1)[0]})
-	body := string(b)
-	start := time.Now()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 4)
-	for i := 0; i < singles; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+// BenchmarkCRMTransform compares records per second through single
+// /execute requests (4 at a time) and through /execute/batch (2000 records a
+// request): go test -run '^$' -bench CRMTransform ./server/
+func BenchmarkCRMTransform(b *testing.B) {
+	s := startServer(b, nil, "--timeout", "10s", "--max-result", "4MiB", "--max-stdout", "4MiB")
+	s.waitReady()
+	one, _ := json.Marshal(map[string]any{"script": crmTransform, "input": crmRecords(1, -1)[0]})
+	b.Run("Mode=single", func(b *testing.B) {
+		sem := make(chan struct{}, 4)
+		var wg sync.WaitGroup
+		for b.Loop() {
 			sem <- struct{}{}
-			defer func() { <-sem }()
-			resp, err := http.Post(s.url+"/execute", "application/json", strings.NewReader(body))
-			if err != nil {
-				t.Error(err)
-				return
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				resp, err := http.Post(s.url+"/execute", "application/json", strings.NewReader(string(one)))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Errorf("status %d", resp.StatusCode)
+				}
+			}()
+		}
+		wg.Wait()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	})
+	b.Run("Mode=batch/Records=2000", func(b *testing.B) {
+		const records = 2000
+		recs := crmRecords(records, -1)
+		for b.Loop() {
+			if r := s.batch(crmTransform, recs); r.Status != 200 {
+				b.Fatalf("%.300s", r.Raw)
 			}
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				t.Errorf("status %d", resp.StatusCode)
-			}
-		}()
-	}
-	wg.Wait()
-	singleRate := float64(singles) / time.Since(start).Seconds()
-
-	start = time.Now()
-	r := s.batch(crmTransform, crmRecords(records, -1))
-	batchRate := float64(records) / time.Since(start).Seconds()
-	if r.Status != 200 {
-		t.Fatalf("%.300s", r.Raw)
-	}
-	t.Logf("single /execute: %.0f records/s (concurrency 4); /execute/batch: %.0f records/s; ratio %.0fx", singleRate, batchRate, batchRate/singleRate)
-	if os.Getenv("EXECUTOR_REPORT") != "" {
-		fmt.Printf("BATCH_REPORT single_rps=%.1f batch_rps=%.1f ratio=%.1f\n", singleRate, batchRate, batchRate/singleRate)
-	}
+		}
+		b.ReportMetric(float64(b.N*records)/b.Elapsed().Seconds(), "records/s")
+	})
 }
 
 func TestPreloadedNumpyFromTheConfiguredPythonPathWorksInTheJail(t *testing.T) {
@@ -178,25 +175,12 @@ func TestPreloadedNumpyFromTheConfiguredPythonPathWorksInTheJail(t *testing.T) {
 	t.Logf("numpy script with preload: in-jail p50 %.2f ms", ds[len(ds)/2])
 }
 
-func TestAPreloadModuleThatFailsToImportIsAStartupErrorNamingIt(t *testing.T) {
-	s := startServer(t, map[string]string{"EXECUTOR_PRELOAD": "no_such_module_xyz"},
-		"--uid-base", testenv.UIDBaseArg(t), "--cgroup-parent", testenv.CgroupParent(t, "preload"), "--warm-workers", "1", "--max-workers", "2")
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(s.logs.String(), "no_such_module_xyz") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the log never named the failing module:\n%s", s.logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	resp, err := http.Get(s.url + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 503 {
-		t.Fatalf("/readyz = %d with a failing preload", resp.StatusCode)
-	}
-	if r := s.execute(hello); r.Status != 503 || errType(r) != "sandbox_unavailable" {
-		t.Fatalf("%s", r.Raw)
+// A preload that cannot import can never work: the server refuses to start
+// (exit 2, naming the module) instead of retrying forever with the sandbox
+// reported unavailable.
+func TestAPreloadModuleThatFailsToImportStopsTheStartWithExitTwoNamingIt(t *testing.T) {
+	code, stderr := runMain(t, map[string]string{"EXECUTOR_PRELOAD": "no_such_module_xyz"}, "--nsjail-path", testenv.Nsjail(t))
+	if code != 2 || !strings.Contains(stderr, "cannot import no_such_module_xyz") || !strings.Contains(stderr, "EXECUTOR_PRELOAD") {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	code := server.Main(ctx, os.Args[1:], os.Getenv, os.Stderr, nil)
+	code := server.Main(ctx, os.Args[1:], os.Environ(), os.Stderr, nil)
 	stop()
 	os.Exit(code)
 }

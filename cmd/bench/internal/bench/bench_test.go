@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/secure-script-executor/executor/internal/testenv"
 )
 
 // moduleRoot is the folder of go.mod.
@@ -65,11 +67,14 @@ func TestShortRun(t *testing.T) {
 			t.Fatalf("go build ./cmd/%s: %v\n%s", pkg, err, out)
 		}
 	}
+	// A uid block and a cgroup prefix of this test alone: another bench run
+	// on the machine (a second make test) must not share them.
+	prefix := testenv.CgroupParentName("bench")
 	o, err := ParseOptions([]string{
 		"-executor", filepath.Join(bin, "executor"), "-loadtest", filepath.Join(bin, "loadtest"), "-nsjail", nsjail,
 		"-out", filepath.Join(t.TempDir(), "out"),
 		"-duration", "1s", "-warmup", "0s", "-ceiling-duration", "1s", "-breakdown-duration", "200ms",
-		"-uid-base", "340000", "-cgroup-prefix", "bench-test",
+		"-uid-base", testenv.UIDBaseArg(t), "-cgroup-prefix", prefix,
 	}, func(string) string { return "" }, os.Stderr)
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +108,7 @@ func TestShortRun(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	for _, pat := range []string{"*/bench-test-*", "bench-test-*"} {
+	for _, pat := range []string{"*/" + prefix + "-*", prefix + "-*"} {
 		if left, _ := filepath.Glob(filepath.Join(o.CgroupRoot, pat)); len(left) > 0 {
 			t.Errorf("cgroups left behind: %v", left)
 		}

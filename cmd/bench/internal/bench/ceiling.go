@@ -202,21 +202,12 @@ func measureCeiling(ctx context.Context, o Options, logf func(string, ...any)) (
 		return c, fmt.Errorf("the ceiling jails: %w", err)
 	}
 	defer full.Close()
-	python := full.PythonBin()
-	jail := func(s *jailproc.Supervisor, extraBinds []string, argv ...string) func(int) []string {
-		return func(i int) []string {
-			return append([]string{o.Nsjail}, s.CommandLine(o.UIDBase+i, extraBinds, argv...)...)
-		}
-	}
-	py := func(script string) func(int) []string {
-		return jail(full, nil, python, "-I", "-S", "-c", script)
-	}
 	for _, w := range []struct {
 		script string
 		into   *[]SpawnResult
 	}{{ceilingScript, &c.ImportJSON}, {"pass", &c.Pass}} {
 		for _, n := range o.Loops {
-			r := spawnLoops(ctx, "nsjail python -c '"+w.script+"'", n, o.CeilingDuration, py(w.script))
+			r := spawnLoops(ctx, "nsjail python -c '"+w.script+"'", n, o.CeilingDuration, jailedPython(o, full, w.script))
 			logf("bench: ceiling %-32s loops=%d  %6.1f spawns/s  (%d ok, %d failed)", r.Name, n, r.PerSecond, r.Spawns, r.Failures)
 			if r.Spawns == 0 {
 				return c, fmt.Errorf("no jail ran: %s (command: %s)", r.Example, r.Command)
@@ -230,40 +221,58 @@ func measureCeiling(ctx context.Context, o Options, logf func(string, ...any)) (
 	if o.BreakdownDuration <= 0 {
 		return c, nil
 	}
+	c.Breakdown, err = measureBreakdown(ctx, o, parent, full, logf)
+	return c, err
+}
+
+// jailCommand is the command line of loop i: argv in a jail of s.
+func jailCommand(o Options, s *jailproc.Supervisor, extraBinds []string, argv ...string) func(int) []string {
+	return func(i int) []string {
+		return append([]string{o.Nsjail}, s.CommandLine(o.UIDBase+i, extraBinds, argv...)...)
+	}
+}
+
+func jailedPython(o Options, s *jailproc.Supervisor, script string) func(int) []string {
+	return jailCommand(o, s, nil, s.PythonBin(), "-I", "-S", "-c", script)
+}
+
+// measureBreakdown measures what one spawn costs, one layer at a time.
+func measureBreakdown(ctx context.Context, o Options, parent string, full *jailproc.Supervisor, logf func(string, ...any)) ([]SpawnResult, error) {
 	bare, err := newJails(o, parent, false, false)
 	if err != nil {
-		return c, err
+		return nil, err
 	}
 	defer bare.Close()
 	noSeccomp, err := newJails(o, parent, true, false)
 	if err != nil {
-		return c, err
+		return nil, err
 	}
 	defer noSeccomp.Close()
 	truePath, err := filepath.EvalSymlinks("/usr/bin/true")
 	if err != nil {
 		truePath = "/bin/true"
 	}
-	trueBind := []string{truePath}
+	trueBind, python := []string{truePath}, full.PythonBin()
 	steps := []struct {
 		name string
 		argv func(int) []string
 	}{
 		{"python -c pass, no jail", func(int) []string { return []string{python, "-I", "-S", "-c", "pass"} }},
 		{"python -c 'import json', no jail", func(int) []string { return []string{python, "-I", "-S", "-c", ceilingScript} }},
-		{"nsjail /usr/bin/true, no cgroups, no seccomp", jail(bare, trueBind, truePath)},
-		{"nsjail /usr/bin/true, no seccomp", jail(noSeccomp, trueBind, truePath)},
-		{"nsjail /usr/bin/true", jail(full, trueBind, truePath)},
-		{"nsjail python -c pass", py("pass")},
-		{"nsjail python -c 'import json'", py(ceilingScript)},
+		{"nsjail /usr/bin/true, no cgroups, no seccomp", jailCommand(o, bare, trueBind, truePath)},
+		{"nsjail /usr/bin/true, no seccomp", jailCommand(o, noSeccomp, trueBind, truePath)},
+		{"nsjail /usr/bin/true", jailCommand(o, full, trueBind, truePath)},
+		{"nsjail python -c pass", jailedPython(o, full, "pass")},
+		{"nsjail python -c 'import json'", jailedPython(o, full, ceilingScript)},
 	}
+	var out []SpawnResult
 	for _, s := range steps {
 		r := spawnLoops(ctx, s.name, 1, o.BreakdownDuration, s.argv)
 		logf("bench: breakdown %-45s %6.1f ms wall, %6.1f ms CPU per spawn (%d ok, %d failed)", r.Name, r.WallMs, r.CPUMs, r.Spawns, r.Failures)
-		c.Breakdown = append(c.Breakdown, r)
+		out = append(out, r)
 		if ctx.Err() != nil {
-			return c, ctx.Err()
+			return out, ctx.Err()
 		}
 	}
-	return c, nil
+	return out, nil
 }

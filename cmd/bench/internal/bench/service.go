@@ -105,14 +105,6 @@ func (s *server) waitReady(ctx context.Context, timeout time.Duration) error {
 			return ctx.Err()
 		default:
 		}
-		if s.mode == "cold" {
-			// A cold pool is ready once it has spawned one worker, which
-			// only a request does: send one (unmeasured).
-			if resp, err := s.client.Post(s.base+"/execute", "application/json", bytes.NewReader(helloBody)); err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-		}
 		resp, err := s.client.Get(s.base + "/readyz")
 		if err == nil {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))

@@ -77,29 +77,62 @@ func flagErr(name, format string, args ...any) error {
 	return &FlagError{Flag: name, Msg: fmt.Sprintf(format, args...)}
 }
 
+// flagValues holds the parsed flags before they become a Config.
+type flagValues struct {
+	rawURL, scriptPath, inputPath, batchPath string
+	cfg                                      Config
+}
+
 // ParseFlags parses and validates args (without the program name). Usage
 // text for -h goes to usage; on -h it returns flag.ErrHelp.
 func ParseFlags(args []string, usage io.Writer) (*Config, error) {
+	fv, err := parseArgs(args, usage)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &fv.cfg
+	if cfg.APIKey == "" {
+		cfg.APIKey = os.Getenv(APIKeyEnv)
+	}
+	if err := fv.validate(); err != nil {
+		return nil, err
+	}
+	u, err := parseTargetURL(fv.rawURL)
+	if err != nil {
+		return nil, flagErr("url", "%v", err)
+	}
+	body, err := fv.requestBody(u)
+	if err != nil {
+		return nil, err
+	}
+	cfg.URL = u.String()
+	if cfg.Body, err = json.Marshal(body); err != nil {
+		return nil, fmt.Errorf("encoding request body: %w", err)
+	}
+	return cfg, nil
+}
+
+// parseArgs defines the flags and parses args.
+func parseArgs(args []string, usage io.Writer) (*flagValues, error) {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	// Errors are reported by the caller, once, in our own format; only -h
 	// output should go to the user verbatim.
 	fs.SetOutput(io.Discard)
-
-	var (
-		rawURL      = fs.String("url", DefaultURL, "target URL of POST /execute (with -batch, a trailing /execute becomes /execute/batch)")
-		rate        = fs.Int("rate", 10, "open loop: requests per second, independent of response times; 0 = closed loop (needs -concurrency)")
-		concurrency = fs.Int("concurrency", 0, "closed loop (-rate=0): number of workers sending back-to-back; open loop: cap on in-flight requests (0 = no cap)")
-		duration    = fs.Duration("duration", 10*time.Second, "length of the measured window (after -warmup)")
-		warmup      = fs.Duration("warmup", 0, "load sent before the measured window; its results are excluded from the summary")
-		scriptPath  = fs.String("script", "", "file with the Python script to send (default: built-in hello example)")
-		inputPath   = fs.String("input", "", "file with the JSON value sent as \"input\" (optional)")
-		batchPath   = fs.String("batch", "", "file with a JSON array sent as \"inputs\" to /execute/batch")
-		timeout     = fs.Duration("timeout", 30*time.Second, "per-request timeout (client side)")
-		apiKey      = fs.String("api-key", "", "sent as 'Authorization: Bearer <key>' (default: $"+APIKeyEnv+")")
-		asJSON      = fs.Bool("json", false, "print the summary as JSON instead of a table")
-		htmlPath    = fs.String("html", "", "write an interactive HTML latency plot to this file")
-		progress    = fs.Duration("progress", 0, "print a one-line progress report to stderr at this interval (0 = off)")
-	)
+	fv := &flagValues{}
+	c := &fv.cfg
+	fs.StringVar(&fv.rawURL, "url", DefaultURL, "target URL of POST /execute (with -batch, a trailing /execute becomes /execute/batch)")
+	fs.IntVar(&c.Rate, "rate", 10, "open loop: requests per second, independent of response times; 0 = closed loop (needs -concurrency)")
+	fs.IntVar(&c.Concurrency, "concurrency", 0, "closed loop (-rate=0): number of workers sending back-to-back; open loop: cap on in-flight requests (0 = no cap)")
+	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "length of the measured window (after -warmup)")
+	fs.DurationVar(&c.Warmup, "warmup", 0, "load sent before the measured window; its results are excluded from the summary")
+	fs.StringVar(&fv.scriptPath, "script", "", "file with the Python script to send (default: built-in hello example)")
+	fs.StringVar(&fv.inputPath, "input", "", "file with the JSON value sent as \"input\" (optional)")
+	fs.StringVar(&fv.batchPath, "batch", "", "file with a JSON array sent as \"inputs\" to /execute/batch")
+	fs.DurationVar(&c.Timeout, "timeout", 30*time.Second, "per-request timeout (client side)")
+	fs.StringVar(&c.APIKey, "api-key", "", "sent as 'Authorization: Bearer <key>' (default: $"+APIKeyEnv+")")
+	fs.BoolVar(&c.JSON, "json", false, "print the summary as JSON instead of a table")
+	fs.StringVar(&c.HTMLPath, "html", "", "write an interactive HTML latency plot to this file")
+	fs.DurationVar(&c.Progress, "progress", 0, "print a one-line progress report to stderr at this interval (0 = off)")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -115,87 +148,58 @@ func ParseFlags(args []string, usage io.Writer) (*Config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (all options are flags, e.g. -duration 10s)", fs.Arg(0))
 	}
+	return fv, nil
+}
 
-	cfg := &Config{
-		Rate:        *rate,
-		Concurrency: *concurrency,
-		Duration:    *duration,
-		Warmup:      *warmup,
-		Timeout:     *timeout,
-		JSON:        *asJSON,
-		HTMLPath:    *htmlPath,
-		Progress:    *progress,
-		APIKey:      *apiKey,
-	}
-	if cfg.APIKey == "" {
-		cfg.APIKey = os.Getenv(APIKeyEnv)
-	}
-
+// validate checks the flags that need no file.
+func (fv *flagValues) validate() error {
+	cfg := &fv.cfg
 	switch {
 	case cfg.Rate < 0:
-		return nil, flagErr("rate", "must be >= 0 (0 means closed loop), got %d", cfg.Rate)
+		return flagErr("rate", "must be >= 0 (0 means closed loop), got %d", cfg.Rate)
 	case cfg.Concurrency < 0:
-		return nil, flagErr("concurrency", "must be >= 0, got %d", cfg.Concurrency)
+		return flagErr("concurrency", "must be >= 0, got %d", cfg.Concurrency)
 	case cfg.Rate == 0 && cfg.Concurrency == 0:
-		return nil, flagErr("concurrency", "must be >= 1 in closed-loop mode (-rate=0)")
+		return flagErr("concurrency", "must be >= 1 in closed-loop mode (-rate=0)")
 	case cfg.Duration <= 0:
 		// An unbounded run is never what a load test wants: it would only
 		// end on Ctrl-C and could hammer a shared server indefinitely.
-		return nil, flagErr("duration", "must be > 0, got %s", cfg.Duration)
+		return flagErr("duration", "must be > 0, got %s", cfg.Duration)
 	case cfg.Warmup < 0:
-		return nil, flagErr("warmup", "must be >= 0, got %s", cfg.Warmup)
+		return flagErr("warmup", "must be >= 0, got %s", cfg.Warmup)
 	case cfg.Timeout <= 0:
-		return nil, flagErr("timeout", "must be > 0, got %s", cfg.Timeout)
+		return flagErr("timeout", "must be > 0, got %s", cfg.Timeout)
 	case cfg.Progress < 0:
-		return nil, flagErr("progress", "must be >= 0, got %s", cfg.Progress)
-	case *inputPath != "" && *batchPath != "":
-		return nil, flagErr("input", "cannot be combined with -batch (batch inputs come from the -batch file)")
+		return flagErr("progress", "must be >= 0, got %s", cfg.Progress)
+	case fv.inputPath != "" && fv.batchPath != "":
+		return flagErr("input", "cannot be combined with -batch (batch inputs come from the -batch file)")
 	case strings.ContainsAny(cfg.APIKey, "\r\n"):
-		return nil, flagErr("api-key", "must not contain line breaks")
+		return flagErr("api-key", "must not contain line breaks")
 	}
+	return nil
+}
 
-	u, err := parseTargetURL(*rawURL)
+// requestBody reads the script, input and batch files into the body every
+// request sends; with -batch it points u at the batch endpoint.
+func (fv *flagValues) requestBody(u *url.URL) (map[string]any, error) {
+	script, err := fv.script()
 	if err != nil {
-		return nil, flagErr("url", "%v", err)
+		return nil, err
 	}
-
-	script := DefaultScript
-	cfg.ScriptSource = "built-in hello example"
-	if *scriptPath != "" {
-		b, err := os.ReadFile(*scriptPath)
-		if err != nil {
-			return nil, flagErr("script", "%v", err)
-		}
-		if len(bytes.TrimSpace(b)) == 0 {
-			return nil, flagErr("script", "file %s is empty", *scriptPath)
-		}
-		script = string(b)
-		cfg.ScriptSource = *scriptPath
-	}
-
 	body := map[string]any{"script": script}
-	if *inputPath != "" {
-		raw, err := readJSONFile(*inputPath)
+	if fv.inputPath != "" {
+		raw, err := readJSONFile(fv.inputPath)
 		if err != nil {
 			return nil, flagErr("input", "%v", err)
 		}
 		body["input"] = raw
 	}
-	if *batchPath != "" {
-		raw, err := readJSONFile(*batchPath)
+	if fv.batchPath != "" {
+		raw, err := fv.batch()
 		if err != nil {
-			return nil, flagErr("batch", "%v", err)
-		}
-		var inputs []json.RawMessage
-		if err := json.Unmarshal(raw, &inputs); err != nil {
-			return nil, flagErr("batch", "%s must hold a JSON array of inputs", *batchPath)
-		}
-		if len(inputs) == 0 {
-			return nil, flagErr("batch", "%s holds an empty array", *batchPath)
+			return nil, err
 		}
 		body["inputs"] = raw
-		cfg.Batch = true
-		cfg.BatchSize = len(inputs)
 		// Users naturally keep -url pointing at the service's /execute; the
 		// batch endpoint lives right under it. Any other path is taken as
 		// already being the batch endpoint.
@@ -203,12 +207,41 @@ func ParseFlags(args []string, usage io.Writer) (*Config, error) {
 			u.Path += "/batch"
 		}
 	}
-	cfg.URL = u.String()
+	return body, nil
+}
 
-	if cfg.Body, err = json.Marshal(body); err != nil {
-		return nil, fmt.Errorf("encoding request body: %w", err)
+// script is the -script file's source, or the built-in example.
+func (fv *flagValues) script() (string, error) {
+	fv.cfg.ScriptSource = "built-in hello example"
+	if fv.scriptPath == "" {
+		return DefaultScript, nil
 	}
-	return cfg, nil
+	b, err := os.ReadFile(fv.scriptPath)
+	if err != nil {
+		return "", flagErr("script", "%v", err)
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return "", flagErr("script", "file %s is empty", fv.scriptPath)
+	}
+	fv.cfg.ScriptSource = fv.scriptPath
+	return string(b), nil
+}
+
+// batch reads the -batch file, which must hold a non-empty JSON array.
+func (fv *flagValues) batch() (json.RawMessage, error) {
+	raw, err := readJSONFile(fv.batchPath)
+	if err != nil {
+		return nil, flagErr("batch", "%v", err)
+	}
+	var inputs []json.RawMessage
+	if err := json.Unmarshal(raw, &inputs); err != nil {
+		return nil, flagErr("batch", "%s must hold a JSON array of inputs", fv.batchPath)
+	}
+	if len(inputs) == 0 {
+		return nil, flagErr("batch", "%s holds an empty array", fv.batchPath)
+	}
+	fv.cfg.Batch, fv.cfg.BatchSize = true, len(inputs)
+	return raw, nil
 }
 
 func parseTargetURL(raw string) (*url.URL, error) {

@@ -100,6 +100,12 @@ func WriteText(w io.Writer, s *Summary) error {
 		l := s.SuccessLatency
 		p("  2xx only\t%s\t%s\t%s\t%s\t%s", f3(l.Mean), f3(l.P50), f3(l.P90), f3(l.P99), f3(l.Max))
 	}
+	writeOutcomes(p, s)
+	return tw.Flush()
+}
+
+// writeOutcomes writes the status codes, error types and transport errors.
+func writeOutcomes(p func(string, ...any), s *Summary) {
 	p("")
 	p("Status codes")
 	codes := make([]string, 0, len(s.StatusCodes))
@@ -134,7 +140,6 @@ func WriteText(w io.Writer, s *Summary) error {
 	for _, e := range s.TransportErrorExamples {
 		p("  e.g.\t%s", strings.ReplaceAll(e, "\t", " "))
 	}
-	return tw.Flush()
 }
 
 func f3(v float64) string { return strconv.FormatFloat(v, 'f', 3, 64) }

@@ -74,16 +74,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	code := ExitOK
-	if htmlFile != nil {
-		if err = writePlot(htmlFile, plt); err == nil {
-			err = htmlFile.Close()
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "loadtest: writing %s: %v\n", cfg.HTMLPath, err)
-			code = ExitFailure
-		}
+	if htmlFile != nil && !finishPlot(htmlFile, plt, cfg.HTMLPath, stderr) {
+		code = ExitFailure
 	}
-
 	if cfg.JSON {
 		err = WriteJSON(stdout, sum)
 	} else {
@@ -98,6 +91,20 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitFailure
 	}
 	return code
+}
+
+// finishPlot writes the plot into f and closes it; it reports the error
+// and false if that failed.
+func finishPlot(f *os.File, plt *plot.Plot, path string, stderr io.Writer) bool {
+	err := writePlot(f, plt)
+	if err == nil {
+		err = f.Close()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "loadtest: writing %s: %v\n", path, err)
+		return false
+	}
+	return true
 }
 
 // vegetaSeriesOpts is how vegeta v12.13's plot template configures each
@@ -181,26 +188,67 @@ func CheckReachable(ctx context.Context, rawURL string) error {
 // Progress lines (if cfg.Progress > 0) go to progressOut. Cancelling ctx
 // stops the attack early; the summary then has Interrupted set.
 func Run(ctx context.Context, cfg *Config, progressOut io.Writer) (*Summary, *plot.Plot, error) {
+	// vegeta only reports completed requests; counting targeter calls gives
+	// "sent", so progress can show requests still in flight.
+	var sent atomic.Uint64
+	static := newTargeter(cfg)
+	targeter := func(t *vegeta.Target) error {
+		sent.Add(1)
+		return static(t)
+	}
+	atk, pacer := newAttacker(cfg)
+
+	start := time.Now()
+	var warmupEnd time.Time
+	if cfg.Warmup > 0 {
+		warmupEnd = start.Add(cfg.Warmup)
+	}
+	col := NewCollector(warmupEnd)
+	name := "execute"
+	if cfg.Batch {
+		name = "batch"
+	}
+	var plt *plot.Plot
+	if cfg.HTMLPath != "" {
+		plt = plot.New(
+			plot.Title(fmt.Sprintf("loadtest %s (%s)", cfg.URL, modeDescription(cfg))),
+			plot.Downsample(plotPointsPerSeries),
+			plot.Label(func(r *vegeta.Result) string { return plotLabel(col.InWarmup(r), r) }),
+		)
+	}
+	results := atk.Attack(targeter, pacer, cfg.Warmup+cfg.Duration, name)
+
+	stopProgress := startProgress(cfg, progressOut, start, &sent, col)
+	defer stopProgress()
+	interrupted, err := collect(ctx, atk, results, col, plt)
+	if err != nil {
+		return nil, nil, err
+	}
+	stopProgress()
+	sum := col.Summary(cfg)
+	sum.Interrupted = interrupted
+	return sum, plt, nil
+}
+
+// newTargeter is the one request every attack sends.
+func newTargeter(cfg *Config) vegeta.Targeter {
 	header := http.Header{}
 	header.Set("Content-Type", "application/json")
 	header.Set("User-Agent", "secure-script-executor-loadtest")
 	if cfg.APIKey != "" {
 		header.Set("Authorization", "Bearer "+cfg.APIKey)
 	}
-	static := vegeta.NewStaticTargeter(vegeta.Target{
+	return vegeta.NewStaticTargeter(vegeta.Target{
 		Method: http.MethodPost,
 		URL:    cfg.URL,
 		Body:   cfg.Body,
 		Header: header,
 	})
-	// vegeta only reports completed requests; counting targeter calls gives
-	// "sent", so progress can show requests still in flight.
-	var sent atomic.Uint64
-	targeter := func(t *vegeta.Target) error {
-		sent.Add(1)
-		return static(t)
-	}
+}
 
+// newAttacker builds the attacker and pacer of an open loop (a rate, maybe
+// capped in flight) or a closed loop (N back-to-back workers).
+func newAttacker(cfg *Config) (*vegeta.Attacker, vegeta.Pacer) {
 	opts := []func(*vegeta.Attacker){
 		vegeta.Timeout(cfg.Timeout),
 		// Only error bodies are inspected and they are small; the cap stops
@@ -227,55 +275,32 @@ func Run(ctx context.Context, cfg *Config, progressOut io.Writer) (*Summary, *pl
 		n := uint64(cfg.Concurrency)
 		opts = append(opts, vegeta.Workers(min(n, vegeta.DefaultWorkers)), vegeta.MaxWorkers(n))
 	}
-	atk := vegeta.NewAttacker(opts...)
+	return vegeta.NewAttacker(opts...), pacer
+}
 
-	start := time.Now()
-	var warmupEnd time.Time
-	if cfg.Warmup > 0 {
-		warmupEnd = start.Add(cfg.Warmup)
-	}
-	col := NewCollector(warmupEnd)
-
-	name := "execute"
-	if cfg.Batch {
-		name = "batch"
-	}
-	var plt *plot.Plot
-	if cfg.HTMLPath != "" {
-		plt = plot.New(
-			plot.Title(fmt.Sprintf("loadtest %s (%s)", cfg.URL, modeDescription(cfg))),
-			plot.Downsample(plotPointsPerSeries),
-			plot.Label(func(r *vegeta.Result) string { return plotLabel(col.InWarmup(r), r) }),
-		)
-	}
-	results := atk.Attack(targeter, pacer, cfg.Warmup+cfg.Duration, name)
-
-	stopProgress := startProgress(cfg, progressOut, start, &sent, col)
-	defer stopProgress()
-
-	interrupted := false
+// collect adds every result to col (and plt) until the attack ends; ctx
+// stops sending early, and it then reports interrupted.
+func collect(ctx context.Context, atk *vegeta.Attacker, results <-chan *vegeta.Result, col *Collector, plt *plot.Plot) (interrupted bool, err error) {
 	done := ctx.Done()
 	for {
 		select {
 		case r, ok := <-results:
 			if !ok {
-				stopProgress()
-				sum := col.Summary(cfg)
-				sum.Interrupted = interrupted
-				return sum, plt, nil
+				return interrupted, nil
 			}
 			col.Add(r)
-			if plt != nil {
-				// Warmup results go in too (labelled): the plot orders
-				// points by sequence number and would stall on a gap.
-				if err := plt.Add(r); err != nil {
-					atk.Stop()
-					go func() { // let vegeta's workers finish and exit
-						for range results {
-						}
-					}()
-					return nil, nil, fmt.Errorf("plot: %w", err)
-				}
+			if plt == nil {
+				continue
+			}
+			// Warmup results go in too (labelled): the plot orders points
+			// by sequence number and would stall on a gap.
+			if err := plt.Add(r); err != nil {
+				atk.Stop()
+				go func() { // let vegeta's workers finish and exit
+					for range results {
+					}
+				}()
+				return interrupted, fmt.Errorf("plot: %w", err)
 			}
 		case <-done:
 			// Stop sending; in-flight requests still complete and are
