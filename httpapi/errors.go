@@ -191,6 +191,11 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 		stdout, stderr := string(ae.stdout), string(ae.stderr)
 		body.Stdout, body.Stderr = &stdout, &stderr
 		body.Usage = ae.usage
+		if body.Usage == nil {
+			// Every script error comes from a run, and every run answer
+			// carries its usage, whichever check built the error.
+			body.Usage = info.usage
+		}
 	}
 	return c.Status(status).JSON(body)
 }

@@ -122,6 +122,9 @@ func (s *Server) decodeAndRun(c *fiber.Ctx, mode executor.Mode) (executor.Result
 	s.rec.ExecutionFinished()
 
 	info.ran, info.execTime = true, res.Duration
+	if err == nil {
+		info.usage = usageOf(res)
+	}
 	info.stdoutBytes, info.stderrBytes = len(res.Stdout), len(res.Stderr)
 	if s.cfg.LogScripts {
 		info.stdout, info.stderr = string(res.Stdout), string(res.Stderr)

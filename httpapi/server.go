@@ -228,6 +228,7 @@ type requestInfo struct {
 	cause   error  // logged only
 
 	ran         bool          // the request reached the runner
+	usage       *usageJSON    // the run's usage, for script-error answers
 	runTime     time.Duration // the whole Runner.Run call
 	execTime    time.Duration // the script's own run (Result.Duration)
 	scriptBytes int

@@ -43,7 +43,9 @@ func TestAKeyFloodingAtConcurrency64DoesNotStarveAnotherKeysSequentialRequests(t
 	if err := os.WriteFile(keys, []byte("# tenants\nflooder:key-a\nsteady:key:b\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := startServer(t, nil, "--named-api-keys-file", keys)
+	// A long acquire timeout: on a loaded 2-core machine one spawn can take
+	// seconds, and this test is about B's turn, not about the pool's limit.
+	s := startServer(t, nil, "--named-api-keys-file", keys, "--acquire-timeout", "6s")
 	s.waitReady()
 
 	sequential := func() (durations []time.Duration, statuses []int) {
