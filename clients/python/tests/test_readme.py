@@ -26,3 +26,17 @@ def test_the_readme_example_runs_as_written_and_prints_what_it_says(server, monk
         # The server under test has --timeout 3s; the README's has the default 5 s.
         w = w.replace("up to 5000", "up to 3000")
         assert timing.sub("N ms", g) == timing.sub("N ms", w)
+
+
+REPO_README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def test_the_repository_readme_python_example_runs_as_written(server, monkeypatch):
+    text = REPO_README.read_text()
+    example = re.search(r"```python\n(# pip install ./clients/python\n.*?)```", text, re.S).group(1)
+    monkeypatch.setenv("EXECUTOR_URL", server.url)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(example, str(REPO_README), "exec"), {"__name__": "readme"})
+    shown = [line.split("# ", 1)[1] for line in example.splitlines() if line.startswith("    print(") or line.startswith("print(")]
+    assert out.getvalue().splitlines() == [s.strip() for s in shown]
