@@ -15,7 +15,7 @@ CELL_RUNS ?= 2000
 # machine misses the end of the window (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: run test build setup setup-test vet fuzz bench clean
+.PHONY: run test test-python build setup setup-test vet fuzz bench clean
 
 run: setup build
 	PORT=$(PORT) exec ./bin/executor
@@ -41,7 +41,13 @@ vet:
 test: setup-test vet
 	CELL_RUNS=$(CELL_RUNS) go test $(GOTEST_FLAGS) ./...
 	EXECUTOR_TEST_ISOLATION=jail go test $(GOTEST_FLAGS) -skip '^TestHostile$$' ./server/
+	$(MAKE) --no-print-directory test-python
 	$(MAKE) --no-print-directory fuzz
+
+# The Python client (clients/python) against the real bin/executor: a venv
+# and pytest in .tools/ (made once), the client installed with pip.
+test-python: build
+	scripts/test-python-client.sh
 
 # Each fuzz target for a short, bounded number of inputs (go test -fuzz takes
 # one target per run).

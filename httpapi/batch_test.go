@@ -40,7 +40,7 @@ func TestBatchRunsOnceInBatchModeAndAnswersOneItemPerRecord(t *testing.T) {
 		`"traceback":"Traceback...\nZeroDivisionError: division by zero"},"stdout":""},` +
 		`{"result":null,"stdout":""},` +
 		`{"error":{"type":"result_not_json","message":"main returned a set"},"stdout":""}` +
-		`],"stderr":"log\n","duration_ms":2}`
+		`],"stderr":"log\n","duration_ms":2,"usage":{"wall_ms":2}}`
 	if r.raw != want {
 		t.Errorf("answer\n got %s\nwant %s", r.raw, want)
 	}

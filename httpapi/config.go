@@ -18,6 +18,7 @@ const (
 	DefaultReadTimeout     = 10 * time.Second
 	DefaultIdleTimeout     = 60 * time.Second
 	DefaultRetryAfter      = time.Second
+	DefaultFairShareWait   = 2 * time.Second
 
 	// writeTimeoutSlack is added to Timeout for the default WriteTimeout.
 	writeTimeoutSlack = 30 * time.Second
@@ -38,6 +39,13 @@ type Config struct {
 	// deadline of its own). Default 5s.
 	Timeout time.Duration
 
+	// MemoryLimit is the server's memory limit of one run in bytes (the
+	// sandbox's --memory-limit). A request's memory_limit_mb may lower it,
+	// never raise it: larger values are clamped to it, as timeout_ms is.
+	// Default 0: unknown, so a requested limit is passed on as asked and the
+	// runner must not let it raise its own.
+	MemoryLimit int64
+
 	// MaxBatchRecords is the largest number of records /execute/batch accepts
 	// in one request. Default 10000.
 	MaxBatchRecords int
@@ -48,6 +56,30 @@ type Config struct {
 	// holding only empty strings leaves the API open. Health, readiness and
 	// metrics never need a key. Default: none (open).
 	APIKeys []string
+
+	// APIKeyNames[i] names APIKeys[i] in metrics (the executor_api_key_*
+	// series) and logs, so no secret is ever a label. A missing or empty
+	// name is "key-N", N being the key's 1-based position among the
+	// non-blank keys. Default: all positional.
+	APIKeyNames []string
+
+	// FairShareSlots, when positive and API keys are configured, is how many
+	// requests may wait in the runner for a worker at once (give the pool's
+	// MaxWorkers: the pool spawns for each waiting request, up to that many
+	// at once, and fewer would slow spawning down). A request that finds
+	// every slot taken waits in its own key's queue, and a freed slot goes
+	// to the next key in round-robin order, so one key flooding the service
+	// cannot starve the others. A slot is held only until the request has a
+	// worker (pool.WithAcquired), so it does not bound how many scripts run.
+	// Default 0: off, every request waits in the runner's own queue.
+	FairShareSlots int
+
+	// FairShareWait bounds a request's wait for its key's turn; past it the
+	// request is answered 429 overloaded. Default 2s.
+	FairShareWait time.Duration
+
+	// KeyRecorder receives per-key metrics. Default: a no-op recorder.
+	KeyRecorder KeyRecorder
 
 	// Logger receives one line per request. Default: discard.
 	Logger *slog.Logger
@@ -107,7 +139,13 @@ func (c Config) withDefaults() Config {
 			keys = append(keys, k)
 		}
 	}
-	c.APIKeys = keys
+	c.APIKeys, c.APIKeyNames = keys, KeyNames(c.APIKeys, c.APIKeyNames)
+	if c.FairShareWait <= 0 {
+		c.FairShareWait = DefaultFairShareWait
+	}
+	if c.KeyRecorder == nil {
+		c.KeyRecorder = nopRecorder{}
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -30,6 +30,8 @@ type runRequest struct {
 	Input json.RawMessage
 	// TimeoutMS is the requested timeout in milliseconds; 0 when not given.
 	TimeoutMS int64
+	// MemoryLimitMB is the requested memory limit in MiB; 0 when not given.
+	MemoryLimitMB int64
 	// Records is the number of batch records (batch only).
 	Records int
 }
@@ -55,7 +57,7 @@ func decodeRunRequest(body []byte, mode executor.Mode, maxRecords int) (runReque
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
 		return rr, invalidRequest("the request body must be a JSON object with the fields %s", f.list)
 	}
-	seen := make(map[string]bool, 3)
+	seen := make(map[string]bool, 4)
 	for dec.More() {
 		key, raw, aerr := nextField(dec, f, seen)
 		if aerr != nil {
@@ -98,9 +100,9 @@ type fieldSet struct {
 
 func requestFields(mode executor.Mode) fieldSet {
 	if mode == executor.ModeBatch {
-		return fieldSet{"inputs", `"script", "inputs" and "timeout_ms"`}
+		return fieldSet{"inputs", `"script", "inputs", "timeout_ms" and "memory_limit_mb"`}
 	}
-	return fieldSet{"input", `"script", "input" and "timeout_ms"`}
+	return fieldSet{"input", `"script", "input", "timeout_ms" and "memory_limit_mb"`}
 }
 
 // nextField reads one key and its value, refusing unknown and repeated keys.
@@ -112,7 +114,7 @@ func nextField(dec *json.Decoder, f fieldSet, seen map[string]bool) (string, jso
 		return "", nil, syntaxError(err)
 	}
 	key, _ := tok.(string) // inside an object, Token only yields string keys
-	if key != "script" && key != f.input && key != "timeout_ms" {
+	if key != "script" && key != f.input && key != "timeout_ms" && key != "memory_limit_mb" {
 		msg := fmt.Sprintf("unknown field %q; the fields are %s", clip(key, 100), f.list)
 		if key == "input" || key == "inputs" {
 			msg += fmt.Sprintf(" (did you mean %q?)", f.input)
@@ -148,6 +150,12 @@ func (rr *runRequest) setField(key string, raw json.RawMessage, maxRecords int) 
 			return invalidRequest("timeout_ms must be a positive integer (milliseconds)")
 		}
 		rr.TimeoutMS = ms
+	case "memory_limit_mb":
+		mb, aerr := memoryLimitMB(raw)
+		if aerr != nil {
+			return aerr
+		}
+		rr.MemoryLimitMB = mb
 	}
 	return nil
 }

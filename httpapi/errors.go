@@ -94,6 +94,7 @@ type apiError struct {
 	// stdout and stderr captured before the failure.
 	script         bool
 	stdout, stderr []byte
+	usage          *usageJSON
 
 	// cause is logged, never sent.
 	cause error
@@ -117,6 +118,7 @@ type errorBody struct {
 	Error  errorDetail `json:"error"`
 	Stdout *string     `json:"stdout,omitempty"`
 	Stderr *string     `json:"stderr,omitempty"`
+	Usage  *usageJSON  `json:"usage,omitempty"`
 }
 
 type errorDetail struct {
@@ -193,6 +195,12 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 		// string() of invalid UTF-8 is fine: encoding/json writes U+FFFD.
 		stdout, stderr := string(ae.stdout), string(ae.stderr)
 		body.Stdout, body.Stderr = &stdout, &stderr
+		body.Usage = ae.usage
+		if body.Usage == nil {
+			// Every script error comes from a run, and every run answer
+			// carries its usage, whichever check built the error.
+			body.Usage = info.usage
+		}
 	}
 	return c.Status(status).JSON(body)
 }
@@ -210,7 +218,7 @@ func (s *Server) toAPIError(c *fiber.Ctx, err error) *apiError {
 	switch fe.Code {
 	case fiber.StatusNotFound:
 		return &apiError{Type: TypeNotFound, Message: fmt.Sprintf(
-			"there is no %s %s; the endpoints are POST /execute, POST /execute/batch, GET /healthz and GET /readyz",
+			"there is no %s %s; the endpoints are POST /execute, POST /execute/batch, GET /runtime, GET /openapi.json, GET /healthz and GET /readyz",
 			methodLabel(c.Method()), clip(c.Path(), 200))}
 	case fiber.StatusMethodNotAllowed:
 		return &apiError{Type: TypeMethodNotAllowed, Message: fmt.Sprintf(
@@ -253,20 +261,27 @@ func (s *Server) runErrorFor(err error, shuttingDown bool) *apiError {
 }
 
 // scriptError builds the 422 answer for a run that ended in a non-OK status.
-// The message is the supervisor's, which alone knows which limit ended the
-// run (the wall clock or the CPU-time rlimit); see executor.TimeoutMessage.
-func (s *Server) scriptError(res executor.Result) *apiError {
+// memLimit is the run's lowered memory limit (0: the server's), for the
+// message. Otherwise the message is the supervisor's, which alone knows which
+// limit ended the run (the wall clock or the CPU-time rlimit); see
+// executor.TimeoutMessage.
+func (s *Server) scriptError(res executor.Result, memLimit int64) *apiError {
 	// Any other non-OK status from the runner is a supervisor bug.
 	if !executor.ErrorType(res.Status).Script() {
 		return internalError(fmt.Errorf("httpapi: runner returned unknown status %q", res.Status))
 	}
-	ae := &apiError{Type: string(res.Status), script: true, stdout: res.Stdout, stderr: res.Stderr}
+	ae := &apiError{Type: string(res.Status), script: true, stdout: res.Stdout, stderr: res.Stderr, usage: usageOf(res)}
 	if res.Error != nil {
 		ae.Message = res.Error.Message
 		ae.Line = max(0, res.Error.Line)
 		if res.Status == executor.StatusRuntimeError {
 			ae.Traceback = res.Error.Traceback
 		}
+	}
+	if res.Status == executor.StatusMemoryLimit && memLimit > 0 && s.cfg.MemoryLimit > 0 {
+		// The client lowered the limit and may raise it.
+		ae.Message = fmt.Sprintf("the script used more memory than its %d MiB limit (memory_limit_mb); use less memory or raise memory_limit_mb up to %d",
+			memLimit/mib, s.cfg.MemoryLimit/mib)
 	}
 	if ae.Message == "" {
 		ae.Message = defaultScriptMessage(ae.Type)

@@ -20,6 +20,7 @@ type executeResponse struct {
 	Stdout     string          `json:"stdout"`
 	Stderr     string          `json:"stderr"`
 	DurationMS float64         `json:"duration_ms"`
+	Usage      *usageJSON      `json:"usage"`
 }
 
 // batchResponse is the 200 answer of /execute/batch.
@@ -27,6 +28,8 @@ type batchResponse struct {
 	Results    []batchItem `json:"results"`
 	Stderr     string      `json:"stderr"`
 	DurationMS float64     `json:"duration_ms"`
+	// Usage covers the whole run: module code and every record together.
+	Usage *usageJSON `json:"usage"`
 }
 
 // batchItem is one record's outcome: Result or Error, never both. Result is a
@@ -53,6 +56,7 @@ func (s *Server) handleExecute(c *fiber.Ctx) error {
 		Stdout:     string(res.Stdout), // invalid UTF-8 becomes U+FFFD in encoding/json
 		Stderr:     string(res.Stderr),
 		DurationMS: ms(res.Duration),
+		Usage:      usageOf(res),
 	})
 }
 
@@ -88,6 +92,7 @@ func (s *Server) handleBatch(c *fiber.Ctx) error {
 		Results:    items,
 		Stderr:     string(res.Stderr),
 		DurationMS: ms(res.Duration),
+		Usage:      usageOf(res),
 	})
 }
 
@@ -111,20 +116,19 @@ func (s *Server) decodeAndRun(c *fiber.Ctx, mode executor.Mode) (executor.Result
 	}
 
 	eff := s.effectiveTimeout(rr.TimeoutMS)
-	req := executor.Request{Mode: mode, Script: []byte(rr.Script), Input: rr.Input, Records: rr.Records, Timeout: eff}
+	req := executor.Request{Mode: mode, Script: []byte(rr.Script), Input: rr.Input, Records: rr.Records, Timeout: eff,
+		MemoryLimit: s.effectiveMemoryLimit(rr.MemoryLimitMB)}
 
-	// The run's limit is eff, carried in req.Timeout and enforced by the
-	// runner (the pool bounds the wait for a worker by its own acquire
-	// timeout). The context only ends a run early when Shutdown's grace has
-	// passed; fiber's UserContext would be Background, and fasthttp does not
-	// cancel on client disconnect.
 	s.rec.ExecutionStarted()
 	runStart := time.Now()
-	res, err := s.runner.Run(s.runBase, req)
+	res, err := s.runFair(req, info)
 	info.runTime = time.Since(runStart)
 	s.rec.ExecutionFinished()
 
 	info.ran, info.execTime = true, res.Duration
+	if err == nil {
+		info.usage = usageOf(res)
+	}
 	info.stdoutBytes, info.stderrBytes = len(res.Stdout), len(res.Stderr)
 	if s.cfg.LogScripts {
 		info.stdout, info.stderr = string(res.Stdout), string(res.Stderr)
@@ -135,7 +139,7 @@ func (s *Server) decodeAndRun(c *fiber.Ctx, mode executor.Mode) (executor.Result
 	case err != nil:
 		result = s.runErrorFor(err, s.runBase.Err() != nil)
 	case res.Status != executor.StatusOK:
-		result = s.scriptError(res)
+		result = s.scriptError(res, req.MemoryLimit)
 	}
 	outcome := "ok"
 	if result != nil {
@@ -177,23 +181,26 @@ func (s *Server) requireAPIKey(c *fiber.Ctx) error {
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return &apiError{Type: TypeUnauthorized, Message: "the Authorization header is not a bearer token; " + how}
 	}
-	if !s.keyMatches(strings.TrimSpace(key)) {
+	idx := s.keyIndex(strings.TrimSpace(key))
+	if idx < 0 {
 		return &apiError{Type: TypeUnauthorized, Message: "the API key is not valid; check it, or ask the operator for one"}
 	}
+	info := c.Locals(infoKey).(*requestInfo)
+	info.key, info.keyName = idx, s.cfg.APIKeyNames[idx]
 	return c.Next()
 }
 
-// keyMatches compares against every key without stopping early, and
-// compares SHA-256 digests so neither a key's length nor its prefix shows in
-// the timing.
-func (s *Server) keyMatches(key string) bool {
+// keyIndex returns the index of key in APIKeys, or -1. It compares against
+// every key without stopping early, and compares SHA-256 digests so neither
+// a key's length nor its prefix shows in the timing.
+func (s *Server) keyIndex(key string) int {
 	given := sha256.Sum256([]byte(key))
-	match := 0
-	for _, k := range s.cfg.APIKeys {
+	idx := -1
+	for i, k := range s.cfg.APIKeys {
 		want := sha256.Sum256([]byte(k))
-		match |= subtle.ConstantTimeCompare(given[:], want[:])
+		idx = subtle.ConstantTimeSelect(subtle.ConstantTimeCompare(given[:], want[:]), i, idx)
 	}
-	return match == 1
+	return idx
 }
 
 func (s *Server) handleHealthz(c *fiber.Ctx) error {

@@ -40,6 +40,8 @@ const (
 	RouteBatch     = "/execute/batch"
 	RouteHealthz   = "/healthz"
 	RouteReadyz    = "/readyz"
+	RouteRuntime   = "/runtime"
+	RouteOpenAPI   = "/openapi.json"
 	RouteMetrics   = "/metrics"
 	RouteUnmatched = "unmatched"
 )
@@ -52,6 +54,8 @@ type Server struct {
 	log    *slog.Logger
 	rec    Recorder
 	budget *bodyBudget
+	keys   KeyRecorder
+	gate   *fairGate // nil: no fair sharing (no API keys, or FairShareSlots 0)
 
 	// routes maps each served path to its template and methods, for route
 	// labels and 405 answers.
@@ -80,9 +84,13 @@ func New(cfg Config, runner Runner) *Server {
 		runner:   runner,
 		log:      cfg.Logger,
 		rec:      cfg.Recorder,
+		keys:     cfg.KeyRecorder,
 		routes:   make(map[string]*routeInfo),
 		inflight: newInflight(),
 		budget:   newBodyBudget(cfg.MaxInflightBodyBytes),
+	}
+	if len(cfg.APIKeys) > 0 && cfg.FairShareSlots > 0 {
+		s.gate = newFairGate(cfg.FairShareSlots)
 	}
 	s.runBase, s.cancelRuns = context.WithCancel(context.Background())
 
@@ -105,6 +113,8 @@ func New(cfg Config, runner Runner) *Server {
 	s.route(fiber.MethodPost, RouteBatch, s.requireAPIKey, s.handleBatch)
 	s.route(fiber.MethodGet, RouteHealthz, s.handleHealthz)
 	s.route(fiber.MethodGet, RouteReadyz, s.handleReadyz)
+	s.route(fiber.MethodGet, RouteRuntime, s.handleRuntime)
+	s.route(fiber.MethodGet, RouteOpenAPI, s.handleOpenAPI)
 	if cfg.MetricsHandler != nil {
 		s.route(fiber.MethodGet, RouteMetrics, adaptor.HTTPHandler(cfg.MetricsHandler))
 	}
@@ -223,6 +233,7 @@ type requestInfo struct {
 	cause   error  // logged only
 
 	ran         bool          // the request reached the runner
+	usage       *usageJSON    // the run's usage, for script-error answers
 	runTime     time.Duration // the whole Runner.Run call
 	execTime    time.Duration // the script's own run (Result.Duration)
 	scriptBytes int
@@ -231,6 +242,11 @@ type requestInfo struct {
 
 	// Only with Config.LogScripts.
 	script, input, stdout, stderr string
+
+	// key is the index of the request's API key in Config.APIKeys (-1: none
+	// or no keys configured), keyName its name for metrics.
+	key     int
+	keyName string
 }
 
 // rejectedOutcomes are the outcomes of /execute and /execute/batch requests
@@ -248,7 +264,7 @@ var rejectedOutcomes = map[string]bool{
 
 // beginRequest assigns the request id and starts the clock.
 func (s *Server) beginRequest(c *fiber.Ctx) *requestInfo {
-	info := &requestInfo{id: requestID(c.Get(fiber.HeaderXRequestID)), start: time.Now(), outcome: "ok"}
+	info := &requestInfo{id: requestID(c.Get(fiber.HeaderXRequestID)), start: time.Now(), outcome: "ok", key: -1}
 	c.Locals(infoKey, info)
 	c.Set(fiber.HeaderXRequestID, info.id)
 	return info
@@ -341,6 +357,10 @@ func (s *Server) observe(c *fiber.Ctx) error {
 		}
 	}
 	s.finishRequest(c, info)
+	if info.keyName != "" {
+		// Only requests that reached the handlers carry a key.
+		s.keys.ObserveKeyRequest(info.keyName, info.outcome)
+	}
 	return nil
 }
 

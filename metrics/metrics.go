@@ -86,6 +86,8 @@ var Routes = []string{
 	"/execute/batch",
 	"/healthz",
 	"/readyz",
+	"/runtime",
+	"/openapi.json",
 	"/metrics",
 	RouteUnmatched,
 }

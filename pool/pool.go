@@ -206,6 +206,7 @@ func (p *Pool) Run(ctx context.Context, req executor.Request) (executor.Result, 
 			continue
 		}
 		p.cfg.Observer.ObserveAcquire(time.Since(start), res.CreationTime().After(start))
+		NotifyAcquired(ctx)
 		out, err := w.Run(ctx, req)
 		reason := DestroyUsed
 		if err != nil {

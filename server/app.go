@@ -39,6 +39,7 @@ type App struct {
 	failed     chan error
 
 	selftestOK  atomic.Bool
+	python      atomic.Pointer[httpapi.PythonRuntime] // for GET /runtime; see probeRuntime
 	stopSelf    context.CancelFunc
 	selftestEnd chan struct{}
 }
@@ -157,8 +158,12 @@ func (a *App) apiConfig(reg *prometheus.Registry) httpapi.Config {
 	apiCfg := httpapi.Config{
 		MaxBodyBytes:    int(cfg.MaxBody),
 		Timeout:         cfg.Timeout,
+		MemoryLimit:     cfg.MemoryLimit,
 		MaxBatchRecords: cfg.MaxBatchRecords,
 		APIKeys:         cfg.APIKeys,
+		APIKeyNames:     cfg.keyNames(),
+		FairShareSlots:  cfg.MaxWorkers,
+		FairShareWait:   cfg.AcquireTimeout,
 		Logger:          a.log,
 		Recorder:        a.metrics,
 		LogScripts:      cfg.LogScripts,
@@ -166,6 +171,9 @@ func (a *App) apiConfig(reg *prometheus.Registry) httpapi.Config {
 		IdleTimeout:     cfg.IdleTimeout,
 	}
 	apiCfg.MaxInflightBodyBytes = cfg.MaxInflightBody
+	if len(cfg.APIKeys) > 0 {
+		apiCfg.KeyRecorder = metrics.NewKeys(reg, httpapi.KeyNames(apiCfg.APIKeys, apiCfg.APIKeyNames))
+	}
 	if cfg.MetricsAddr == "" {
 		apiCfg.MetricsHandler = metricsHandler
 	} else {
@@ -287,6 +295,7 @@ func (a *App) selftest(ctx context.Context) {
 			case !bytes.Equal(bytes.ReplaceAll(res.Value, []byte(" "), nil), selftestWant):
 				msg = fmt.Sprintf("unexpected result %s", res.Value)
 			default:
+				a.probeRuntime(ctx)
 				a.selftestOK.Store(true)
 				a.log.Info("sandbox self-test passed", "duration_ms", float64(res.Duration.Microseconds())/1000)
 				return

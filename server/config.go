@@ -69,6 +69,10 @@ type config struct {
 	LogFormat  string
 	LogLevel   string
 	LogScripts bool
+
+	// NamedAPIKeysFile adds keys with names (for per-key metrics) to
+	// APIKeys; see keyNames.
+	NamedAPIKeysFile string
 }
 
 // sizeValue parses sizes such as 256MiB, 1GiB, 64KiB or plain bytes.
@@ -253,6 +257,7 @@ func cgroupFlags(fs *flag.FlagSet, c *config) {
 func httpFlags(fs *flag.FlagSet, c *config) {
 	fs.Var(listValue{&c.APIKeys, ","}, "api-keys", "comma-separated API keys; when set, /execute requires Authorization: Bearer <key>")
 	fs.StringVar(&c.APIKeysFile, "api-keys-file", "", "file with one API key per line (alternative to --api-keys)")
+	fs.StringVar(&c.NamedAPIKeysFile, "named-api-keys-file", "", "file with one NAME:KEY per line: API keys with a name for per-key metrics (adds to --api-keys and --api-keys-file)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM, how long in-flight runs may take to finish")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", httpapi.DefaultReadTimeout, "longest time to read one request (slow clients are cut off)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", httpapi.DefaultIdleTimeout, "longest idle keep-alive connection")
@@ -419,7 +424,7 @@ func (c *config) validate(envOf func(string) string, nsjailGiven bool) error {
 	}
 	for _, check := range []func(badFunc) error{
 		c.validateListen, c.validatePool, c.validateDurations, c.validateSizes, c.validateCounts, c.validateModes,
-		c.loadAPIKeysFile,
+		c.loadAPIKeysFile, c.addNamedKeys,
 	} {
 		if err := check(bad); err != nil {
 			return err

@@ -52,7 +52,7 @@ func TestMain(m *testing.M) {
 	if shared != nil {
 		shared.stop()
 	}
-	os.Exit(code)
+	os.Exit(openAPIVerdict(code))
 }
 
 const hello = "def main():\n  print('hello')\n  return {\"msg\": \"done\"}"

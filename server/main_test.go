@@ -89,6 +89,7 @@ func startServerUnmanaged(t testing.TB, env map[string]string, args ...string) *
 		t.Fatalf("server did not start:\n%s", s.logs)
 	}
 	s.url = "http://" + s.app.Addr()
+	validateAnswersOf(s.url)
 	return s
 }
 
