@@ -10,8 +10,9 @@ import (
 type Runtime struct {
 	// Version is the server's version ("dev" for a build without one).
 	Version string `json:"version"`
-	// Isolation is how each run is isolated: "jail" (a fresh nsjail per
-	// run).
+	// Isolation is how each run is isolated: "cell" (a single-use child
+	// forked by a zygote in a long-lived nsjail, the default) or "jail" (a
+	// fresh nsjail per run).
 	Isolation string `json:"isolation"`
 	// Python is nil until the server has asked a worker (right after the
 	// sandbox self-test, before the server reports ready).

@@ -76,7 +76,7 @@ func (a *App) probeRuntime(ctx context.Context) {
 func (r *runner) Runtime() httpapi.Runtime {
 	rt := httpapi.Runtime{
 		Version:   buildInfo().Version,
-		Isolation: "jail",
+		Isolation: r.cfg.Isolation,
 		Python:    r.python.Load(),
 		Limits: httpapi.Limits{
 			MaxStdoutBytes: r.cfg.MaxStdout,
