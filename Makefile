@@ -7,7 +7,7 @@ export EXECUTOR_NSJAIL_PATH ?= $(NSJAIL)
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
 FUZZTIME ?= 10s
 
-.PHONY: run test build setup setup-test vet fuzz bench clean
+.PHONY: run test test-cgroup2 build setup setup-test vet fuzz bench clean
 
 run: setup build
 	PORT=$(PORT) exec ./bin/executor
@@ -30,6 +30,13 @@ vet:
 test: setup-test vet
 	go test $(GOTEST_FLAGS) ./...
 	$(MAKE) --no-print-directory fuzz
+	$(MAKE) --no-print-directory test-cgroup2
+
+# The cgroup v2 test set in a QEMU guest with a cgroup v2 kernel, whatever
+# the host runs (scripts/test-cgroup2.sh; installs QEMU, a kernel and
+# virtme-ng when missing). About 3 minutes, 1 more on a fresh machine.
+test-cgroup2: setup
+	scripts/test-cgroup2.sh
 
 # Each fuzz target for a short, bounded time (go test -fuzz takes one target
 # per run).
