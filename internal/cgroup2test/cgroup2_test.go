@@ -83,7 +83,7 @@ func TestCgroupV2(t *testing.T) {
 func testLimits(t *testing.T, m mode) {
 	parent := filepath.Join(cgroupFS, "executor")
 	s := startServer(t, m, startOpts{})
-	p := &pool{t: t, s: s, parent: parent, m: m}
+	p := &pool{parent: parent, m: m}
 
 	t.Run("required_starts_and_readyz_reports_cgroups_enforced", func(t *testing.T) {
 		checkReadyz(t, s)
@@ -94,7 +94,7 @@ func testLimits(t *testing.T, m mode) {
 	})
 
 	t.Run("each_worker_has_its_own_cgroup_with_the_limits", func(t *testing.T) {
-		groups := p.waitWarm()
+		groups := p.waitWarm(t)
 		if ctl := readTrim(filepath.Join(parent, "cgroup.subtree_control")); !hasWords(ctl, "memory", "pids", "cpu") {
 			t.Errorf("%s/cgroup.subtree_control = %q, want memory, pids and cpu delegated", parent, ctl)
 		}
@@ -124,7 +124,7 @@ func testLimits(t *testing.T, m mode) {
 
 	t.Run("memory_limit", func(t *testing.T) {
 		before := eventCount(t, filepath.Join(parent, "memory.events"), "oom_kill")
-		p.runs(1, func() {
+		p.runs(t, 1, func() {
 			r := s.execute(t, "def main():\n    b = bytearray(100 * 1024 * 1024)\n    return len(b)\n")
 			r.wantError(t, 422, "memory_limit")
 		})
@@ -144,7 +144,7 @@ func testLimits(t *testing.T, m mode) {
 		// server's limit, well before the 30 s wall-clock limit. (In the
 		// emulated guest, with the cap, the kill came at about twice the
 		// limit's CPU time: about 10 s of wall time for a 3 s limit.)
-		p.runs(1, func() {
+		p.runs(t, 1, func() {
 			r := s.execute(t, "import resource\ndef main():\n"+
 				"    ru = resource.getrusage(resource.RUSAGE_SELF)\n"+
 				"    lim = int(ru.ru_utime + ru.ru_stime) + 2\n"+
@@ -158,7 +158,7 @@ func testLimits(t *testing.T, m mode) {
 	})
 
 	t.Run("pids_limit", func(t *testing.T) {
-		p.runs(1, func() {
+		p.runs(t, 1, func() {
 			peak := p.watchPeak("pids.current")
 			r := s.execute(t, "import os, time\ndef main():\n"+
 				"    n, err = 0, None\n"+
@@ -198,7 +198,7 @@ func testLimits(t *testing.T, m mode) {
 			"    t0, c0 = time.monotonic(), time.process_time()\n" +
 			"    while time.monotonic() - t0 < 3:\n        pass\n" +
 			"    return {'wall': time.monotonic() - t0, 'cpu': time.process_time() - c0}\n"
-		p.runs(2, func() {
+		p.runs(t, 2, func() {
 			var wg sync.WaitGroup
 			answers := make([]answer, 2)
 			for i := range answers {
@@ -288,7 +288,7 @@ func testContainer(t *testing.T, m mode) {
 			t.Logf("pod %s holds pids %s (the executor is %d, the other process %d)", pod, strings.Fields(readTrim(filepath.Join(pod, "cgroup.procs"))), pid, other.Process.Pid)
 		},
 	})
-	p := &pool{t: t, s: s, parent: parent, m: m}
+	p := &pool{parent: parent, m: m}
 
 	t.Run("processes_moved_into_a_leaf", func(t *testing.T) {
 		checkReadyz(t, s)
@@ -313,12 +313,12 @@ func testContainer(t *testing.T, m mode) {
 	})
 
 	t.Run("limits_apply_in_the_namespace", func(t *testing.T) {
-		for _, g := range p.waitWarm() {
+		for _, g := range p.waitWarm(t) {
 			if got := readTrim(filepath.Join(g, "memory.max")); got != strconv.Itoa(memoryLimit) {
 				t.Errorf("%s/memory.max = %q, want %d", g, got, memoryLimit)
 			}
 		}
-		p.runs(1, func() {
+		p.runs(t, 1, func() {
 			r := s.execute(t, "def main():\n    b = bytearray(100 * 1024 * 1024)\n    return len(b)\n")
 			r.wantError(t, 422, "memory_limit")
 		})
@@ -631,8 +631,6 @@ func (a answer) result(t *testing.T, v any) {
 
 // pool looks at the cgroups of one server's workers.
 type pool struct {
-	t      *testing.T
-	s      *server
 	parent string
 	m      mode
 }
@@ -651,10 +649,10 @@ func (p *pool) runGroups() []string {
 // waitWarm waits until the pool is warm and settled: two idle workers, each
 // in its own populated cgroup, and no empty cgroup anywhere under the
 // parent. It returns the workers' cgroups.
-func (p *pool) waitWarm() []string {
-	p.t.Helper()
+func (p *pool) waitWarm(t *testing.T) []string {
+	t.Helper()
 	var groups []string
-	waitFor(p.t, 90*time.Second, "two warm workers, each in its own populated cgroup, and no empty cgroup", func() (bool, string) {
+	waitFor(t, 90*time.Second, "two warm workers, each in its own populated cgroup, and no empty cgroup", func() (bool, string) {
 		groups = p.runGroups()
 		all := subgroups(p.parent)
 		return len(groups) == 2 && allPopulated(all), describeGroups(all)
@@ -665,11 +663,11 @@ func (p *pool) waitWarm() []string {
 // runs checks the per-run cgroups around fn, which uses n workers: the
 // cgroups of n of the warm workers seen before are gone once the pool has
 // settled again, and none is left empty.
-func (p *pool) runs(n int, fn func()) {
-	p.t.Helper()
-	before := p.waitWarm()
+func (p *pool) runs(t *testing.T, n int, fn func()) {
+	t.Helper()
+	before := p.waitWarm(t)
 	fn()
-	waitFor(p.t, 60*time.Second, fmt.Sprintf("the cgroups of the %d used worker(s) removed, no empty cgroup left", n), func() (bool, string) {
+	waitFor(t, 60*time.Second, fmt.Sprintf("the cgroups of the %d used worker(s) removed, no empty cgroup left", n), func() (bool, string) {
 		all := subgroups(p.parent)
 		kept := 0
 		for _, g := range before {
@@ -679,7 +677,7 @@ func (p *pool) runs(n int, fn func()) {
 		}
 		return kept <= len(before)-n && allPopulated(all), fmt.Sprintf("before the run %v; now %s", before, describeGroups(all))
 	})
-	p.t.Logf("per-run cgroups: before the run %v, after %v", names(before), names(p.runGroups()))
+	t.Logf("per-run cgroups: before the run %v, after %v", names(before), names(p.runGroups()))
 }
 
 type peak struct {
