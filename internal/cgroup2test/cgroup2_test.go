@@ -448,9 +448,9 @@ func startServer(t *testing.T, m mode, o startOpts) *server {
 	case a := <-addr:
 		s.url = "http://" + a
 	case <-s.exited:
-		t.Fatalf("[%s] the executor exited with %d before it listened:\n%s", s.name, s.code, s.logText())
+		t.Fatalf("[%s] the executor exited with %d before it listened (its log follows)", s.name, s.code)
 	case <-time.After(120 * time.Second):
-		t.Fatalf("[%s] the executor did not listen within 120 s:\n%s", s.name, s.logText())
+		t.Fatalf("[%s] the executor did not listen within 120 s (its log follows)", s.name)
 	}
 	start := time.Now()
 	for {
@@ -464,11 +464,11 @@ func startServer(t *testing.T, m mode, o startOpts) *server {
 		}
 		select {
 		case <-s.exited:
-			t.Fatalf("[%s] the executor exited with %d before it was ready:\n%s", s.name, s.code, s.logText())
+			t.Fatalf("[%s] the executor exited with %d before it was ready (its log follows)", s.name, s.code)
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Since(start) > 180*time.Second {
-			t.Fatalf("[%s] not ready within 180 s:\n%s", s.name, s.logText())
+			t.Fatalf("[%s] not ready within 180 s (its log follows)", s.name)
 		}
 	}
 }
