@@ -20,7 +20,7 @@ venv=.tools/virtme-ng
 newest_kernel() {
   local k
   for k in /boot/vmlinuz-*; do
-    [ -e "$k" ] && [ -d "/lib/modules/${k#/boot/vmlinuz-}/kernel" ] && echo "$k"
+    if [ -e "$k" ] && [ -d "/lib/modules/${k#/boot/vmlinuz-}/kernel" ]; then echo "$k"; fi
   done | sort -V | tail -1
 }
 

@@ -237,6 +237,7 @@ func testLimits(t *testing.T, m mode) {
 			t.Errorf("the jails' parent %s is still there after shutdown (%v)", parent, err)
 		}
 		checkNoNsjail(t)
+		t.Logf("after shutdown: %s removed, no nsjail process left", parent)
 	})
 }
 
@@ -338,6 +339,7 @@ func testContainer(t *testing.T, m mode) {
 			t.Errorf("the leaf %s lost the pod's other process (holds %v)", leaf, procs)
 		}
 		checkNoNsjail(t)
+		t.Logf("after shutdown: %s removed, the leaf keeps pid %d, no nsjail process left", parent, other.Process.Pid)
 	})
 }
 
