@@ -30,15 +30,17 @@ const gate = "EXECUTOR_CGROUP2_GUEST"
 // mode is one isolation mode of the server under test.
 type mode struct {
 	name string // the value of --isolation
-	// runGroup is the name prefix of the cgroup each single-use worker
+	// runGroups are the name prefixes of the cgroup each single-use worker
 	// runs in, under --cgroup-parent.
-	runGroup string
+	runGroups []string
 }
 
 // isolationModes are the modes the whole set runs in, one after the other.
-// Adding one is adding its line, e.g. {"cell", "CELL."}.
+// Adding one is adding its line, e.g. {"cell", []string{"CELL.", "sse-"}}.
+// A jail worker's group is NSJAIL.<pid> when nsjail makes it, sse-<tag>-<n>
+// when the supervisor does.
 var isolationModes = []mode{
-	{"jail", "NSJAIL."},
+	{"jail", []string{"NSJAIL.", "sse-"}},
 }
 
 const cgroupFS = "/sys/fs/cgroup"
@@ -643,8 +645,11 @@ type pool struct {
 func (p *pool) runGroups() []string {
 	var out []string
 	for _, g := range subgroups(p.parent) {
-		if strings.HasPrefix(filepath.Base(g), p.m.runGroup) {
-			out = append(out, g)
+		for _, prefix := range p.m.runGroups {
+			if strings.HasPrefix(filepath.Base(g), prefix) {
+				out = append(out, g)
+				break
+			}
 		}
 	}
 	return out
