@@ -295,12 +295,6 @@ func (p *Process) Kill() error {
 }
 
 func (p *Process) kill() error {
-	if p.childPID == 0 && !isClosed(p.exited) {
-		// A start that failed (e.g. timed out before the worker's ready
-		// line) never learnt the child's pid: find it now, while nsjail is
-		// alive, so that its cgroups can be removed below if nsjail does not.
-		p.childPID = childOf(p.cmd.Process.Pid)
-	}
 	if !isClosed(p.exited) {
 		// SIGTERM to nsjail, not SIGKILL: nsjail answers it by SIGKILLing
 		// everything in the jail, reaping it and removing the jail's cgroups
