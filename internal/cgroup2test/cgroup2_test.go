@@ -35,12 +35,12 @@ type mode struct {
 	runGroups []string
 }
 
-// isolationModes are the modes the whole set runs in, one after the other.
-// Adding one is adding its line, e.g. {"cell", []string{"CELL.", "sse-"}}.
-// A jail worker's group is NSJAIL.<pid> when nsjail makes it, sse-<tag>-<n>
-// when the supervisor does.
+// isolationModes are the modes the whole set runs in, one after the other;
+// adding one is adding its line. A worker's group is NSJAIL.<pid> when
+// nsjail makes it, sse-<tag>-<n> when the supervisor does.
 var isolationModes = []mode{
 	{"jail", []string{"NSJAIL.", "sse-"}},
+	{"cell", []string{"sse-"}},
 }
 
 const cgroupFS = "/sys/fs/cgroup"
@@ -381,7 +381,8 @@ func modeArgs(t *testing.T, bin string, m mode) []string {
 		return []string{"--isolation", m.name}
 	}
 	if m.name != "jail" {
-		t.Fatalf("%s has no --isolation flag: cannot test mode %q", bin, m.name)
+		// Code from before the cell mode landed: jail is all it has.
+		t.Skipf("%s has no --isolation flag, so no %s mode to test", bin, m.name)
 	}
 	return nil
 }
