@@ -403,8 +403,13 @@ func (p *Pool) Ready() error {
 	if p.cfg.Cold {
 		return nil
 	}
-	if p.p.Stat().IdleResources() == 0 {
-		return errors.New("pool: no warm worker available")
+	// Warm once is enough: a pool whose workers are all busy is serving,
+	// not broken. Answering "not ready" then would make a load balancer
+	// take the instance out exactly when it is loaded (and send its load
+	// to the others); such a request waits for a worker up to
+	// AcquireTimeout, then gets ErrOverloaded.
+	if p.spawned.Load() == 0 && p.p.Stat().IdleResources() == 0 {
+		return errors.New("pool: no worker has been made yet")
 	}
 	return nil
 }

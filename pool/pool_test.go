@@ -143,6 +143,30 @@ func TestPoolFillsTheWarmSetBeforeItSaysReady(t *testing.T) {
 	}
 }
 
+func TestPoolWhoseWorkersAreAllBusyStaysReady(t *testing.T) {
+	f := &factory{block: make(chan struct{})}
+	p := newPool(t, f, pool.Config{WarmTarget: 2, MaxWorkers: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.WaitWarm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.Run(context.Background(), executor.Request{})
+		}()
+	}
+	waitFor(t, "both workers to be busy", func() bool { st := p.Stat(); return st.AcquiredWorkers == 2 && st.IdleWorkers == 0 })
+	if err := p.Ready(); err != nil {
+		t.Errorf("Ready with every worker busy: %v (a load balancer would take a loaded instance out)", err)
+	}
+	close(f.block)
+	wg.Wait()
+}
+
 func TestPoolUsesEachWorkerOnceAndRefillsAfterEveryRun(t *testing.T) {
 	f := &factory{}
 	p := newPool(t, f, pool.Config{WarmTarget: 3, MaxWorkers: 6})
