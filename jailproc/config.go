@@ -137,67 +137,43 @@ const (
 const mib = 1 << 20
 
 func (c Config) withDefaults() Config {
-	if c.PythonBin == "" {
-		c.PythonBin = "/usr/bin/python3"
-	}
-	if c.Timeout == 0 {
-		c.Timeout = executor.DefaultTimeout
-	}
-	if c.StartTimeout == 0 {
-		c.StartTimeout = 10 * time.Second
-	}
-	if c.MaxLifetime == 0 {
-		c.MaxLifetime = 10 * time.Minute
-	}
-	if c.MemoryLimit == 0 {
-		c.MemoryLimit = 256 * mib
-	}
-	if c.AddressSpaceLimit == 0 {
-		c.AddressSpaceLimit = 1024 * mib
-	}
-	if c.MaxProcs == 0 {
-		c.MaxProcs = 32
-	}
-	if c.MaxOpenFiles == 0 {
-		c.MaxOpenFiles = 64
-	}
-	if c.TmpSize == 0 {
-		c.TmpSize = 16 * mib
-	}
-	if c.MaxStdout == 0 {
-		c.MaxStdout = mib
-	}
-	if c.MaxStderr == 0 {
-		c.MaxStderr = mib
-	}
-	if c.MaxResult == 0 {
-		c.MaxResult = 4 * mib
-	}
-	if c.Cgroups == "" {
-		c.Cgroups = CgroupsAuto
-	}
-	if c.CgroupRoot == "" {
-		c.CgroupRoot = "/sys/fs/cgroup"
-	}
-	if c.CgroupParent == "" {
-		c.CgroupParent = "executor"
-	}
-	if c.Isolation == "" {
-		c.Isolation = IsolationJail
-	}
-	if c.CellMaxForks == 0 {
-		c.CellMaxForks = 10000
-	}
-	if c.CellMaxAge == 0 {
-		c.CellMaxAge = 10 * time.Minute
-	}
-	if c.UIDLockDir == "" {
-		c.UIDLockDir = "/run/executor/uids"
-	}
+	c = c.limitDefaults()
+	setDefault(&c.PythonBin, "/usr/bin/python3")
+	setDefault(&c.StartTimeout, 10*time.Second)
+	setDefault(&c.MaxLifetime, 10*time.Minute)
+	setDefault(&c.Cgroups, CgroupsAuto)
+	setDefault(&c.CgroupRoot, "/sys/fs/cgroup")
+	setDefault(&c.CgroupParent, "executor")
+	setDefault(&c.Isolation, IsolationJail)
+	setDefault(&c.CellMaxForks, 10000)
+	setDefault(&c.CellMaxAge, 10*time.Minute)
+	setDefault(&c.UIDLockDir, "/run/executor/uids")
 	if c.Log == nil {
 		c.Log = func(string, ...any) {}
 	}
 	return c
+}
+
+// limitDefaults fills the limits of one worker.
+func (c Config) limitDefaults() Config {
+	setDefault(&c.Timeout, executor.DefaultTimeout)
+	setDefault(&c.MemoryLimit, 256*mib)
+	setDefault(&c.AddressSpaceLimit, 1024*mib)
+	setDefault(&c.MaxProcs, 32)
+	setDefault(&c.MaxOpenFiles, 64)
+	setDefault(&c.TmpSize, 16*mib)
+	setDefault(&c.MaxStdout, mib)
+	setDefault(&c.MaxStderr, mib)
+	setDefault(&c.MaxResult, 4*mib)
+	return c
+}
+
+// setDefault sets *field to def when it holds its type's zero value.
+func setDefault[T comparable](field *T, def T) {
+	var zero T
+	if *field == zero {
+		*field = def
+	}
 }
 
 // DefaultConfig returns the defaults of every field, the values a zero field

@@ -110,7 +110,7 @@ func TestRuntimeNamesTheJailsPythonItsPreloadedModulesAndTheLimits(t *testing.T)
 			t.Errorf("limits.%s = %v, want %v", k, limits[k], v)
 		}
 	}
-	isolation := "jail" // the test suite may run again with another isolation mode
+	isolation := "cell" // the default; the test suite runs again with jail isolation
 	if v := os.Getenv("EXECUTOR_TEST_ISOLATION"); v != "" {
 		isolation = v
 	}

@@ -2,18 +2,22 @@ package server
 
 import (
 	"fmt"
+
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/secure-script-executor/executor/internal/testenv"
 )
 
-// zygotesOf lists the host pids of the cell zygotes this test process's
-// servers run: a process with a z1; configuration whose parent is an nsjail
-// started by this process.
-func zygotesOf(t *testing.T) []int {
+// zygotesOf lists the host pids of the cell zygotes of the server whose uid
+// range starts at uidBase: a process of that range with a z1; configuration
+// whose parent is an nsjail started by this process (other servers of the
+// package, such as the shared one, run zygotes too).
+func zygotesOf(t *testing.T, uidBase int) []int {
 	t.Helper()
 	var out []int
 	procs := hostProcesses()
@@ -26,6 +30,9 @@ func zygotesOf(t *testing.T) []int {
 		if !ok || parent.name != "nsjail" || parent.ppid != os.Getpid() {
 			continue
 		}
+		if len(p.uids) == 0 || p.uids[0] < uidBase || p.uids[0] >= uidBase+uidRangeSize(4) {
+			continue
+		}
 		for _, a := range p.cmdline {
 			if strings.HasPrefix(a, "z1;") {
 				out = append(out, p.pid)
@@ -36,9 +43,10 @@ func zygotesOf(t *testing.T) []int {
 }
 
 func TestKillingTheZygoteMidRunAnswersATypedErrorAndTheServerGoesOnFromANewCell(t *testing.T) {
-	s := startServer(t, nil, "--isolation", "cell", "--warm-workers", "2", "--max-workers", "4")
+	uidBase := testenv.UIDBase(t)
+	s := startServer(t, nil, "--isolation", "cell", "--warm-workers", "2", "--max-workers", "4", "--uid-base", strconv.Itoa(uidBase))
 	s.waitReady()
-	before := zygotesOf(t)
+	before := zygotesOf(t, uidBase)
 	if len(before) != 1 {
 		t.Fatalf("zygotes of this server: %v, want one", before)
 	}
@@ -72,7 +80,7 @@ func TestKillingTheZygoteMidRunAnswersATypedErrorAndTheServerGoesOnFromANewCell(
 	if r.Status != 200 || r.Body["stdout"] != "hello\n" {
 		t.Fatalf("after the zygote died: %d %s", r.Status, r.Raw)
 	}
-	after := zygotesOf(t)
+	after := zygotesOf(t, uidBase)
 	if len(after) != 1 || after[0] == before[0] {
 		t.Fatalf("zygotes after: %v (before %v), want one new one", after, before)
 	}
