@@ -91,7 +91,7 @@ def test_the_client_knows_exactly_the_servers_error_types(server):
 
 def test_runtime_names_the_python_version_and_the_limits(server):
     rt = Client(server.url).runtime()
-    assert rt["isolation"] == "jail" and rt["python"]["version"].startswith("3.")
+    assert rt["isolation"] in ("cell", "jail") and rt["python"]["version"].startswith("3.")
     assert rt["limits"]["max_timeout_ms"] == 3000 and rt["limits"]["max_memory_mb"] == 128
 
 
