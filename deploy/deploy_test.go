@@ -561,12 +561,25 @@ func TestContainerSecurityContextGrantsWhatNsjailNeeds(t *testing.T) {
 	if d.Spec.Template.Spec.HostNetwork || d.Spec.Template.Spec.HostPID || d.Spec.Template.Spec.HostIPC {
 		t.Errorf("host namespaces are never needed and would widen what a jail escape reaches")
 	}
+	uidClaims := false
 	for _, v := range d.Spec.Template.Spec.Volumes {
-		if v.HostPath != nil {
-			// In particular no hostPath /sys/fs/cgroup: that would put the
-			// jails' cgroups outside the pod's limits.
-			t.Errorf("volume %q mounts host path %q", v.Name, v.HostPath.Path)
+		if v.HostPath == nil {
+			continue
 		}
+		// The one host path: the node's uid-claim folder, so that replicas
+		// on one node never map the same host uids (docs/SECURITY.md). In
+		// particular no hostPath /sys/fs/cgroup: that would put the jails'
+		// cgroups outside the pod's limits.
+		if v.HostPath.Path != "/run/executor/uids" {
+			t.Errorf("volume %q mounts host path %q", v.Name, v.HostPath.Path)
+			continue
+		}
+		for _, m := range c.VolumeMounts {
+			uidClaims = uidClaims || (m.Name == v.Name && m.MountPath == "/run/executor/uids" && !m.ReadOnly)
+		}
+	}
+	if !uidClaims {
+		t.Errorf("the executor container does not mount the node's /run/executor/uids at /run/executor/uids: two replicas on one node would map the same jail uids")
 	}
 	if tok := d.Spec.Template.Spec.AutomountServiceAccountToken; tok == nil || *tok {
 		t.Errorf("automountServiceAccountToken should be false: the server never calls the API")

@@ -48,7 +48,7 @@ type App struct {
 // parseConfig: every package gets every value from it. It starts the pool
 // (warming begins in the background) but does not listen yet.
 func NewApp(cfg config, log *slog.Logger) (*App, error) {
-	sup, err := jailproc.New(supervisorConfig(cfg, log), jailproc.UIDRange{Base: cfg.UIDBase, Size: uidRangeSize(cfg.MaxWorkers)})
+	sup, err := newSupervisor(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -70,6 +70,34 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 	applyMemoryLimit(cfg, log)
 	return a, nil
 }
+
+// newSupervisor claims the jails' uid range host-wide: the one --uid-base
+// names, or, when --uid-base was left at its default, the first free range
+// at or above it, so that several servers started with default settings on
+// one host (replicas on one node, a second `make run`) each get their own
+// instead of the second refusing to start. A --uid-base given explicitly is
+// taken as meant: if another server holds it, starting fails (exit 2).
+func newSupervisor(cfg config, log *slog.Logger) (*jailproc.Supervisor, error) {
+	size := uidRangeSize(cfg.MaxWorkers)
+	step := (size + uidChunk - 1) / uidChunk * uidChunk
+	base := cfg.UIDBase
+	for try := 1; ; try++ {
+		sup, err := jailproc.New(supervisorConfig(cfg, log), jailproc.UIDRange{Base: base, Size: size})
+		if cfg.UIDBaseGiven || !errors.Is(err, jailproc.ErrUIDRangeTaken) || try == maxUIDRangeTries || base+step+size > 1<<31-2 {
+			return sup, err
+		}
+		log.Info("uid range held by another server; trying the next one", "uids", fmt.Sprintf("%d-%d", base, base+size-1), "err", err)
+		base += step
+	}
+}
+
+// uidChunk is the granularity of jailproc's host-wide uid claims; ranges
+// tried one after the other start on its multiples, so they never share a
+// chunk. maxUIDRangeTries bounds the search.
+const (
+	uidChunk         = 64
+	maxUIDRangeTries = 256
+)
 
 // spawnTimeout bounds one spawn plus its ready handshake, in the pool and in
 // the supervisor alike.

@@ -41,6 +41,9 @@ type config struct {
 	AcquireTimeout time.Duration
 	MaxIdleAge     time.Duration
 	UIDBase        int
+	// UIDBaseGiven: --uid-base (or its variable) was set, so the range is
+	// not moved when another server holds it.
+	UIDBaseGiven bool
 
 	Timeout           time.Duration
 	MemoryLimit       int64
@@ -180,6 +183,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 		}
 		c.WarmWorkers = 0
 	}
+	c.UIDBaseGiven = set["uid-base"]
 	if set["api-keys"] && len(c.APIKeys) == 0 {
 		return c, errors.New("invalid --api-keys (EXECUTOR_API_KEYS): it is set but holds no key; unset it to run without keys")
 	}
@@ -224,7 +228,7 @@ func poolFlags(fs *flag.FlagSet, c *config) {
 	fs.IntVar(&c.MaxWorkers, "max-workers", 0, "most live workers (idle + running + starting + being torn down); default 2 x warm-workers, at least 4")
 	fs.DurationVar(&c.AcquireTimeout, "acquire-timeout", 2*time.Second, "longest wait for a worker before answering 429 overloaded")
 	fs.DurationVar(&c.MaxIdleAge, "max-idle-age", 5*time.Minute, "replace idle workers older than this")
-	fs.IntVar(&c.UIDBase, "uid-base", 200000, "first host uid of the range given to jails, one uid per live jail")
+	fs.IntVar(&c.UIDBase, "uid-base", 200000, "first host uid of the range given to jails, one uid per live jail; left at its default, a range another server on this host holds is skipped for the next free one, given explicitly it is required")
 }
 
 func limitFlags(fs *flag.FlagSet, c *config) {
