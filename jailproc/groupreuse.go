@@ -28,8 +28,9 @@ import (
 //     kernel leaves charged is not pages of the run but the remainders of
 //     its byte-wise kernel-object accounting (96 KiB here, constant from
 //     run to run); a group is reused only when at most maxResidual is left
-//     (else it is removed), the next run's peak is reported relative to it,
-//     and its memory limit is that much tighter (0.04 % of 256 MiB here);
+//     (else it is removed); the next run's peak includes it (reported
+//     high by at most that, never low), and its memory limit is that much
+//     tighter (0.04 % of 256 MiB here);
 //   - the counters a run reports count from its start: memory.max_usage_in_bytes
 //     is reset (written 0); cpuacct.usage and the OOM kill counter are read
 //     at reuse and a run's CPU time and kills are counted from there
@@ -210,8 +211,10 @@ func (g *workerGroup) baselineOOM() bool {
 }
 
 // resetCounters baselines the CPU usage (a run's is counted from it) and
-// resets the peak to the usage left, which becomes the baseline of the next
-// run's peak. A group without an open counter reports it unmeasured anyway.
+// resets the peak to the usage left (at most maxResidual, which the next
+// run's peak includes: whether the kernel keeps or frees that residue during
+// the run is not known, so it is not subtracted). A group without an open
+// counter reports it unmeasured anyway.
 func (g *workerGroup) resetCounters() bool {
 	var buf [64]byte
 	if g.cpuStat != nil {
@@ -221,15 +224,7 @@ func (g *workerGroup) resetCounters() bool {
 		}
 		g.cpuBase = n
 	}
-	if g.memPeak == nil {
-		return true
-	}
-	if g.write(g.mem, "memory.max_usage_in_bytes", "0") != nil {
-		return false
-	}
-	n, ok := readIntAt(g.memPeak, buf[:])
-	g.memBase = n
-	return ok
+	return g.memPeak == nil || g.write(g.mem, "memory.max_usage_in_bytes", "0") == nil
 }
 
 // isEmpty reports whether a cgroup file reads empty.

@@ -39,11 +39,11 @@ type workerGroup struct {
 	cpuStat, memPeak *os.File
 	// Reuse (groupreuse.go): the pool the group goes back to (nil: it is
 	// removed after its worker), the configured pids.max, the OOM kill
-	// count and the memory left charged when it was reused (a run's kills
-	// and peak are counted from them), and the files recycle reads.
+	// count and CPU usage when it was reused (a run's kills and CPU are
+	// counted from them), and the files recycle reads.
 	pool              *groupPool
 	procs             int
-	oomBase, memBase  int64
+	oomBase           int64
 	cpuBase           int64     // v1 cpuacct.usage at reuse, ns
 	kept              time.Time // when it was last kept
 	pidsCur, memUsage *os.File
@@ -281,7 +281,7 @@ func (g *workerGroup) usage() groupUsage {
 	}
 	if b, ok := readAt(g.memPeak, buf[:]); ok {
 		n, err := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
-		u.memPeak, u.memPeakOK = max(0, n-g.memBase), err == nil // memBase: what a reused group started with
+		u.memPeak, u.memPeakOK = n, err == nil
 	}
 	return u
 }
