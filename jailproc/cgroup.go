@@ -54,6 +54,8 @@ type cgroupSetup struct {
 	cpuacct string
 	// names hands out the worker groups' names.
 	names *groupNamer
+	// free keeps emptied worker groups for reuse (v1 only, else nil).
+	free *groupPool
 }
 
 // prepareCgroups detects the hierarchy and creates the parent groups. The
@@ -77,6 +79,9 @@ func prepareCgroups(c Config) (cgroupSetup, error) {
 		}
 		s.version = CgroupNone
 		s.reason = err.Error()
+	}
+	if s.version == CgroupV1 {
+		s.free = &groupPool{}
 	}
 	if c.CPUMsPerSec > 0 && s.version != CgroupNone {
 		if err := s.prepareCPU(); err != nil {

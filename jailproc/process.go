@@ -91,6 +91,9 @@ func (s *Supervisor) Close() error {
 	if s.cells != nil {
 		s.cells.close() // every cell and every process of it gone
 	}
+	if err := s.cg.free.close(); err != nil {
+		s.cfg.Log("jailproc: remove the kept worker cgroups", "err", err)
+	}
 	s.cg.removeParents()
 	s.uidClaim.release()
 	return os.RemoveAll(s.workerDir)

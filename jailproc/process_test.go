@@ -178,8 +178,24 @@ func TestARealJailRunsOneRequestAndKillLeavesNoProcessCgroupOrUid(t *testing.T) 
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	noGroupLeftAfterClose(t, s, parent)
+}
+
+// noGroupLeftAfterClose checks that no cgroup under parent holds a process
+// (a killed worker's group may be kept empty for reuse, on cgroup v1) and
+// that none is left once the supervisor is closed.
+func noGroupLeftAfterClose(t *testing.T, s *jailproc.Supervisor, parent string) {
+	t.Helper()
+	for _, g := range testenv.CgroupsLeft(t, parent) {
+		if b, err := os.ReadFile(filepath.Join(g, "cgroup.procs")); err != nil || len(strings.Fields(string(b))) > 0 {
+			t.Errorf("%s holds processes %q (%v) after Kill", g, b, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if left := testenv.CgroupsLeft(t, parent); len(left) > 0 {
-		t.Errorf("cgroups left: %v", left)
+		t.Errorf("cgroups left after Close: %v", left)
 	}
 }
 
@@ -197,9 +213,7 @@ func TestKillOfANsjailKilledWithSIGKILLStillRemovesItsCgroups(t *testing.T) {
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if left := testenv.CgroupsLeft(t, parent); len(left) > 0 {
-		t.Errorf("cgroups left: %v", left)
-	}
+	noGroupLeftAfterClose(t, s, parent)
 }
 
 func TestLiveJailsNeverShareAHostUID(t *testing.T) {

@@ -125,8 +125,9 @@ func (w *worker) join() error {
 	return w.group.attach(pid)
 }
 
-// release closes the worker's descriptors and removes its cgroup. Call it
-// after proc.stop. The error is a group that could not be removed.
+// release closes the worker's descriptors and removes its cgroup or, if it
+// can be emptied, keeps it for another worker. Call it after proc.stop. The
+// error is a group that could not be removed.
 func (w *worker) release() error {
 	if w.ctrl != nil {
 		w.ctrl.Close()
@@ -135,5 +136,5 @@ func (w *worker) release() error {
 	if w.group == nil {
 		return nil
 	}
-	return w.group.remove()
+	return w.group.release()
 }

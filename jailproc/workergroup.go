@@ -37,6 +37,17 @@ type workerGroup struct {
 	// 15-90 us here, a read of an open one about 1 us, and usage is read on
 	// every run.
 	cpuStat, memPeak *os.File
+	// Reuse (groupreuse.go): the pool the group goes back to (nil: it is
+	// removed after its worker), the configured pids.max, the OOM kill
+	// count and CPU usage when it was reused (a run's kills and CPU are
+	// counted from them), and the files recycle reads.
+	pool              *groupPool
+	procs             int
+	oomBase           int64
+	cpuBase           int64     // v1 cpuacct.usage at reuse, ns
+	kept              time.Time // when it was last kept
+	pidsCur, memUsage *os.File
+	oomCtl            *os.File
 }
 
 // groupLimits are what a new group enforces.
@@ -79,7 +90,17 @@ func (s *cgroupSetup) newGroup(lim groupLimits) (_ *workerGroup, err error) {
 	if s.version == CgroupNone {
 		return nil, nil
 	}
-	g := &workerGroup{version: s.version, name: s.names.next(), memsw: s.memsw}
+	g, stale := s.free.take()
+	for _, k := range stale {
+		k.remove()
+	}
+	if g != nil {
+		if err := g.reuse(lim); err == nil {
+			return g, nil
+		}
+		g.remove()
+	}
+	g = &workerGroup{version: s.version, name: s.names.next(), memsw: s.memsw, pool: s.free}
 	switch s.version {
 	case CgroupV1:
 		g.mem = filepath.Join(s.root, "memory", s.parent, g.name)
@@ -169,6 +190,7 @@ func (g *workerGroup) setLimits(lim groupLimits) error {
 	if err := g.write(g.pids, "pids.max", strconv.Itoa(lim.procs)); err != nil {
 		return err
 	}
+	g.procs = lim.procs
 	if g.cpu != "" && lim.cpuMsPerSec > 0 {
 		if err := g.write(g.cpu, "cpu.cfs_period_us", strconv.Itoa(cpuPeriod)); err != nil {
 			return err
@@ -254,7 +276,7 @@ func (g *workerGroup) usage() groupUsage {
 				u.cpu, u.cpuOK = time.Duration(us)*time.Microsecond, true
 			}
 		} else if ns, err := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64); err == nil {
-			u.cpu, u.cpuOK = time.Duration(ns), true
+			u.cpu, u.cpuOK = time.Duration(ns-g.cpuBase), true
 		}
 	}
 	if b, ok := readAt(g.memPeak, buf[:]); ok {
@@ -295,7 +317,7 @@ func (g *workerGroup) oomKilled() (bool, error) {
 		return false, fmt.Errorf("worker cgroup: %w", err)
 	}
 	if n, ok := keyedValue(b, "oom_kill"); ok {
-		return n > 0, nil
+		return n > g.oomBase, nil // a reused group counts from its reuse
 	}
 	n, ok := readInt(filepath.Join(g.mem, "memory.failcnt"))
 	if !ok {
@@ -315,12 +337,12 @@ const (
 // remove deletes the group's folders. Its processes must be dead (or
 // dying). Safe on a group already removed.
 func (g *workerGroup) remove() error {
-	for _, f := range []*os.File{g.cpuStat, g.memPeak} {
+	for _, f := range []*os.File{g.cpuStat, g.memPeak, g.pidsCur, g.memUsage, g.oomCtl} {
 		if f != nil {
 			f.Close()
 		}
 	}
-	g.cpuStat, g.memPeak = nil, nil
+	g.cpuStat, g.memPeak, g.pidsCur, g.memUsage, g.oomCtl = nil, nil, nil, nil, nil
 	var errs []error
 	for i := len(g.dirs) - 1; i >= 0; i-- {
 		var err error
