@@ -80,10 +80,10 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 func newSupervisor(cfg config, log *slog.Logger) (*jailproc.Supervisor, error) {
 	size := uidRangeSize(cfg.MaxWorkers)
 	step := (size + uidChunk - 1) / uidChunk * uidChunk
-	base := cfg.UIDBase
+	base := cfg.UIDBase.Base
 	for try := 1; ; try++ {
 		sup, err := jailproc.New(supervisorConfig(cfg, log), jailproc.UIDRange{Base: base, Size: size})
-		if cfg.UIDBaseGiven || !errors.Is(err, jailproc.ErrUIDRangeTaken) || try == maxUIDRangeTries || base+step+size > 1<<31-2 {
+		if cfg.UIDBase.Explicit || !errors.Is(err, jailproc.ErrUIDRangeTaken) || try == maxUIDRangeTries || base+step+size > 1<<31-2 {
 			return sup, err
 		}
 		log.Info("uid range held by another server; trying the next one", "uids", fmt.Sprintf("%d-%d", base, base+size-1), "err", err)

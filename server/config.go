@@ -40,10 +40,7 @@ type config struct {
 	MaxWorkers     int
 	AcquireTimeout time.Duration
 	MaxIdleAge     time.Duration
-	UIDBase        int
-	// UIDBaseGiven: --uid-base (or its variable) was set, so the range is
-	// not moved when another server holds it.
-	UIDBaseGiven bool
+	UIDBase        uidBase
 
 	Timeout           time.Duration
 	MemoryLimit       int64
@@ -128,6 +125,33 @@ func formatSize(n int64) string {
 	return strconv.FormatInt(n, 10)
 }
 
+// defaultUIDBase is where the jails' host uids start unless --uid-base says.
+const defaultUIDBase = 200000
+
+// uidBase is --uid-base. Explicit records that it was set (flag or
+// variable): an explicit range is required as given, the default one may
+// move past a range another server holds (newSupervisor).
+type uidBase struct {
+	Base     int
+	Explicit bool
+}
+
+func (u *uidBase) String() string {
+	if u == nil {
+		return ""
+	}
+	return strconv.Itoa(u.Base)
+}
+
+func (u *uidBase) Set(v string) error {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil {
+		return errors.New("want a whole number")
+	}
+	u.Base, u.Explicit = n, true
+	return nil
+}
+
 // listValue is a comma- or colon-separated list.
 type listValue struct {
 	p   *[]string
@@ -183,7 +207,6 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 		}
 		c.WarmWorkers = 0
 	}
-	c.UIDBaseGiven = set["uid-base"]
 	if set["api-keys"] && len(c.APIKeys) == 0 {
 		return c, errors.New("invalid --api-keys (EXECUTOR_API_KEYS): it is set but holds no key; unset it to run without keys")
 	}
@@ -228,7 +251,8 @@ func poolFlags(fs *flag.FlagSet, c *config) {
 	fs.IntVar(&c.MaxWorkers, "max-workers", 0, "most live workers (idle + running + starting + being torn down); default 2 x warm-workers, at least 4")
 	fs.DurationVar(&c.AcquireTimeout, "acquire-timeout", 2*time.Second, "longest wait for a worker before answering 429 overloaded")
 	fs.DurationVar(&c.MaxIdleAge, "max-idle-age", 5*time.Minute, "replace idle workers older than this")
-	fs.IntVar(&c.UIDBase, "uid-base", 200000, "first host uid of the range given to jails, one uid per live jail; left at its default, a range another server on this host holds is skipped for the next free one, given explicitly it is required")
+	c.UIDBase = uidBase{Base: defaultUIDBase}
+	fs.Var(&c.UIDBase, "uid-base", "first host `uid` of the range given to jails, one uid per live jail; left at its default, a range another server on this host holds is skipped for the next free one, given explicitly it is required")
 }
 
 func limitFlags(fs *flag.FlagSet, c *config) {
@@ -469,8 +493,8 @@ func (c *config) validatePool(bad badFunc) error {
 	if c.MaxWorkers < max(c.WarmWorkers, 1) {
 		return bad("max-workers", "must be at least 1 and at least --warm-workers", c.MaxWorkers)
 	}
-	if c.UIDBase < 1000 || c.UIDBase+uidRangeSize(c.MaxWorkers) > 1<<31-2 {
-		return bad("uid-base", "want an unused range starting at 1000 or above", c.UIDBase)
+	if c.UIDBase.Base < 1000 || c.UIDBase.Base+uidRangeSize(c.MaxWorkers) > 1<<31-2 {
+		return bad("uid-base", "want an unused range starting at 1000 or above", c.UIDBase.Base)
 	}
 	return nil
 }
