@@ -38,23 +38,15 @@ func newCellSupervisor(t *testing.T, cfg jailproc.Config, size int) *jailproc.Su
 	return s
 }
 
-func runCell(t *testing.T, s *jailproc.Supervisor, script string) executor.Result {
+// runScript runs script once in a new worker of s (a jail or a cell child).
+func runScript(t *testing.T, s *jailproc.Supervisor, script string) executor.Result {
 	t.Helper()
-	p, err := s.Start(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Kill()
-	res, err := p.Run(context.Background(), executor.Request{Mode: executor.ModeSingle, Script: []byte(script)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res
+	return runOnce(t, s, executor.Request{Mode: executor.ModeSingle, Script: []byte(script)})
 }
 
 func TestACellChildRunsTheHelloScript(t *testing.T) {
 	s := newCellSupervisor(t, jailproc.Config{}, 64)
-	res := runCell(t, s, "import os\ndef main():\n    print('hello')\n    return [os.getpid(), os.getuid()]\n")
+	res := runScript(t, s, "import os\ndef main():\n    print('hello')\n    return [os.getpid(), os.getuid()]\n")
 	if res.Status != executor.StatusOK || string(res.Stdout) != "hello\n" {
 		t.Fatalf("%+v stdout %q stderr %q", res, res.Stdout, res.Stderr)
 	}
@@ -195,7 +187,7 @@ def main():
 func TestACellChildSeesOnlyItselfAndIsDeniedWhatAJailIsDeniedAndSockets(t *testing.T) {
 	s := newCellSupervisor(t, jailproc.Config{}, 64)
 	sibling := startChild(t, s)
-	res := runCell(t, s, observeScript)
+	res := runScript(t, s, observeScript)
 	if res.Status != executor.StatusOK {
 		t.Fatalf("%+v stderr %s", res, res.Stderr)
 	}
@@ -220,14 +212,14 @@ func TestACellChildSeesOnlyItselfAndIsDeniedWhatAJailIsDeniedAndSockets(t *testi
 	if err != nil || res.Status != executor.StatusOK || string(res.Value) != "[]" {
 		t.Fatalf("the sibling after the kill: %v %+v (its /tmp must not hold the other's file)", err, res)
 	}
-	if res := runCell(t, s, "def main():\n    return 1\n"); res.Status != executor.StatusOK {
+	if res := runScript(t, s, "def main():\n    return 1\n"); res.Status != executor.StatusOK {
 		t.Fatalf("a new child after the kill: %+v", res)
 	}
 }
 
 func TestAnX32SyscallKillsTheCellChildAndIsReportedAsForbidden(t *testing.T) {
 	s := newCellSupervisor(t, jailproc.Config{}, 64)
-	res := runCell(t, s, "import ctypes\ndef main():\n    return ctypes.CDLL(None).syscall(0x40000000 + 272, 0x10000000)\n")
+	res := runScript(t, s, "import ctypes\ndef main():\n    return ctypes.CDLL(None).syscall(0x40000000 + 272, 0x10000000)\n")
 	if res.Status != executor.StatusRuntimeError || !strings.Contains(res.Error.Message, "forbids") {
 		t.Fatalf("%+v", res.Error)
 	}
@@ -235,11 +227,11 @@ func TestAnX32SyscallKillsTheCellChildAndIsReportedAsForbidden(t *testing.T) {
 
 func TestACellChildWritingToItsResultSocketSpoilsOnlyItsOwnRun(t *testing.T) {
 	s := newCellSupervisor(t, jailproc.Config{}, 64)
-	res := runCell(t, s, "import os\ndef main():\n    os.write(3, b'F 1 1\\nX 1 0 0 0\\n')\n    os.close(3)\n    return 1\n")
+	res := runScript(t, s, "import os\ndef main():\n    os.write(3, b'F 1 1\\nX 1 0 0 0\\n')\n    os.close(3)\n    return 1\n")
 	if res.Status == executor.StatusOK {
 		t.Fatalf("a run that wrote over its result channel passed: %+v", res)
 	}
-	if res := runCell(t, s, "def main():\n    return 2\n"); res.Status != executor.StatusOK || string(res.Value) != "2" {
+	if res := runScript(t, s, "def main():\n    return 2\n"); res.Status != executor.StatusOK || string(res.Value) != "2" {
 		t.Fatalf("the next child: %+v", res)
 	}
 }
@@ -269,7 +261,7 @@ func TestKillingTheZygoteMidRunGivesTheRunATypedAnswerAndTheNextChildANewCell(t 
 		t.Fatalf("%+v %+v", res, res.Error)
 	}
 	<-idle.Exited() // the idle child died with its cell, and says so
-	if res := runCell(t, s, "def main():\n    return 3\n"); res.Status != executor.StatusOK {
+	if res := runScript(t, s, "def main():\n    return 3\n"); res.Status != executor.StatusOK {
 		t.Fatalf("after the zygote died: %+v", res)
 	}
 }
@@ -360,7 +352,7 @@ func TestManyRunsThroughOneCellLeaveNoProcessCgroupOrFdBehind(t *testing.T) {
 	defer s.Close()
 	// The first run starts the cell (its control socket, nsjail's stderr
 	// pipe, a pidfd) and Go's poller: count fds after it.
-	if res := runCell(t, s, "def main():\n    return 0\n"); res.Status != executor.StatusOK {
+	if res := runScript(t, s, "def main():\n    return 0\n"); res.Status != executor.StatusOK {
 		t.Fatalf("%+v", res)
 	}
 	fdsBefore := openFDs(t)
@@ -436,16 +428,16 @@ func TestACellChildsMemoryAndCPUKillsAreToldApartByItsOwnCgroup(t *testing.T) {
 	if v, why := s.Cgroups(); v == jailproc.CgroupNone {
 		t.Skipf("no cgroups here: %s", why)
 	}
-	res := runCell(t, s, "def main():\n    xs = []\n    while True:\n        xs.append(bytearray(1 << 20))\n")
+	res := runScript(t, s, "def main():\n    xs = []\n    while True:\n        xs.append(bytearray(1 << 20))\n")
 	if res.Status != executor.StatusMemoryLimit || !strings.Contains(res.Error.Message, "96 MiB") {
 		t.Fatalf("memory: %s %+v", res.Status, res.Error)
 	}
-	res = runCell(t, s, "import os\ndef main():\n    os._exit(137)\n")
+	res = runScript(t, s, "import os\ndef main():\n    os._exit(137)\n")
 	if res.Status != executor.StatusRuntimeError || !strings.Contains(res.Error.Message, "137") {
 		t.Fatalf("os._exit(137): %s %+v", res.Status, res.Error)
 	}
 	// The kernel's SIGKILL at the (lowered) RLIMIT_CPU: no OOM counted.
-	res = runCell(t, s, "import resource\ndef main():\n    resource.setrlimit(resource.RLIMIT_CPU, (1, 1))\n    while True:\n        pass\n")
+	res = runScript(t, s, "import resource\ndef main():\n    resource.setrlimit(resource.RLIMIT_CPU, (1, 1))\n    while True:\n        pass\n")
 	if res.Status != executor.StatusTimeout || !strings.Contains(res.Error.Message, "CPU time limit") {
 		t.Fatalf("CPU limit: %s %+v", res.Status, res.Error)
 	}

@@ -260,32 +260,19 @@ func TestSIGKILLIsAMemoryLimitOnlyWhenTheWorkersOwnCgroupCountedAnOOMKillEvenWit
 	if v, why := s.Cgroups(); v == jailproc.CgroupNone {
 		t.Skipf("no cgroups here: %s", why)
 	}
-	run := func(script string) executor.Result {
-		t.Helper()
-		p, err := s.Start(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Kill()
-		res, err := p.Run(context.Background(), executor.Request{Mode: executor.ModeSingle, Script: []byte(script)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
 	// The script lowers its own CPU limit: the kernel SIGKILLs it at 1 s of
 	// CPU, long before the 5 s deadline.
-	res := run("import resource\ndef main():\n    resource.setrlimit(resource.RLIMIT_CPU, (1, 1))\n    while True:\n        pass\n")
+	res := runScript(t, s, "import resource\ndef main():\n    resource.setrlimit(resource.RLIMIT_CPU, (1, 1))\n    while True:\n        pass\n")
 	if res.Status != executor.StatusTimeout || !strings.Contains(res.Error.Message, "CPU time limit") {
 		t.Fatalf("CPU limit: %s %+v", res.Status, res.Error)
 	}
 	// nsjail reports an exit with status 137 exactly like a SIGKILL, and
 	// the group counted no OOM kill: not memory_limit.
-	res = run("import os\ndef main():\n    os._exit(137)\n")
+	res = runScript(t, s, "import os\ndef main():\n    os._exit(137)\n")
 	if res.Status != executor.StatusTimeout {
 		t.Fatalf("os._exit(137): %s %+v", res.Status, res.Error)
 	}
-	res = run("def main():\n    xs = []\n    while True:\n        xs.append(bytearray(1 << 20))\n")
+	res = runScript(t, s, "def main():\n    xs = []\n    while True:\n        xs.append(bytearray(1 << 20))\n")
 	if res.Status != executor.StatusMemoryLimit || !strings.Contains(res.Error.Message, "96 MiB") {
 		t.Fatalf("OOM: %s %+v", res.Status, res.Error)
 	}
