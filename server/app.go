@@ -254,7 +254,7 @@ func (r *runner) Ready() error {
 // all whether cgroup limits are enforced or only rlimits.
 func (r *runner) ReadyDetails() map[string]string {
 	v, why := r.sup.Cgroups()
-	d := map[string]string{"pool_mode": r.cfg.PoolMode, "cgroups": v.String(), "cpu_cap": "off"}
+	d := map[string]string{"isolation": r.cfg.Isolation, "pool_mode": r.cfg.PoolMode, "cgroups": v.String(), "cpu_cap": "off"}
 	if v == jailproc.CgroupNone {
 		d["cgroups"] = "none: memory and processes are limited by rlimits only (" + why + ")"
 	}

@@ -384,6 +384,13 @@ func TestReadyzTellsOperatorsWhetherCgroupLimitsAreEnforced(t *testing.T) {
 	if details["cgroups"] != "v1" && details["cgroups"] != "v2" || details["cpu_cap"] != "1000 ms/s" {
 		t.Fatalf("shared server on a cgroup host: details %v", details)
 	}
+	wantIsolation := "cell" // the default; make test runs the suite again with jail
+	if m := os.Getenv("EXECUTOR_TEST_ISOLATION"); m != "" {
+		wantIsolation = m
+	}
+	if details["isolation"] != wantIsolation {
+		t.Errorf("details name isolation %v, want %s", details["isolation"], wantIsolation)
+	}
 	s := startServer(t, nil, "--cgroups", "off", "--uid-base", testenv.UIDBaseArg(t), "--warm-workers", "1", "--max-workers", "2")
 	s.waitReady()
 	details, _ = readyz(s)["details"].(map[string]any)
