@@ -880,7 +880,7 @@ def _zygote_main(arg):
         import gc
         import resource
         import select
-        import signal
+        import _signal as signal  # the C module: the enum wrappers of signal.py cost a child ~70 page copies
         limits = [int(x) for x in parts[3].split(',')]
         filt = bytes.fromhex(parts[4])
         if len(limits) != 6 or not filt or len(filt) % 8:
@@ -912,6 +912,21 @@ class _Zygote:
 
         self.filt = ctypes.create_string_buffer(filt, len(filt))
         self.fprog = FProg(len(filt) // 8, ctypes.cast(self.filt, ctypes.c_void_p))
+        # Everything a child uses is made here, once: a child that looks up
+        # a libc function or builds a ctypes type writes (copies) pages the
+        # zygote could have shared with it.
+        self.unshare, self.setns, self.mount = libc.unshare, libc.setns, libc.mount
+        self.prctl, self.capset = libc.prctl, libc.capset
+        self.cap_hdr = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+        self.cap_data = (ctypes.c_uint32 * 6)()
+        self.tmp_opts = b'size=%d,mode=1777' % limits[5]
+        as_, cpu, fsize, nofile, nproc, _ = limits
+        R = resource
+        self.rlimits = tuple((res, (val, val)) for res, val in (
+            (R.RLIMIT_AS, as_), (R.RLIMIT_CPU, cpu), (R.RLIMIT_FSIZE, fsize), (R.RLIMIT_NOFILE, nofile),
+            (R.RLIMIT_NPROC, nproc), (R.RLIMIT_STACK, 8 << 20), (R.RLIMIT_CORE, 0)))
+        self.fprog_ref = ctypes.byref(self.fprog)
+        self.drop_bounding_set()
         self.pidns = posix.open('/proc/self/ns/pid', posix.O_RDONLY | posix.O_CLOEXEC)
         self.wake_r, self.wake_w = posix.pipe()
         posix.set_blocking(self.wake_r, False)
@@ -958,7 +973,7 @@ class _Zygote:
         # back to the zygote's own pid namespace right after the fork makes
         # the one after that start another. One fork per child, and the zygote
         # is its parent (it reaps it).
-        self.check(self.libc.unshare(_CLONE_NEWPID), 'unshare(CLONE_NEWPID)')
+        self.check(self.unshare(_CLONE_NEWPID), 'unshare(CLONE_NEWPID)')
         try:
             pid = posix.fork()
         except BaseException:
@@ -972,7 +987,7 @@ class _Zygote:
         self.pending[pid] = cid
 
     def own_pidns(self):
-        if self.libc.setns(self.pidns, _CLONE_NEWPID) != 0:
+        if self.setns(self.pidns, _CLONE_NEWPID) != 0:
             _die(7, 'zygote: setns back to its own pid namespace failed')
 
     def reap(self):
@@ -1011,7 +1026,7 @@ class _Zygote:
             posix.closerange(4, 1 << 20)
             # Step: new mount, uts and ipc namespaces (the pid namespace is
             # already its own: it is its pid 1).
-            self.check(self.libc.unshare(_CLONE_NEWNS | _CLONE_NEWUTS | _CLONE_NEWIPC), 'unshare')
+            self.check(self.unshare(_CLONE_NEWNS | _CLONE_NEWUTS | _CLONE_NEWIPC), 'unshare')
             self._enter(uid)
             sock = _ready()
         except BaseException as e:
@@ -1023,46 +1038,48 @@ class _Zygote:
             _exit(1)
         raise _BecomeWorker(sock)
 
-    def _enter(self, uid):
-        L, ctypes, R = self.libc, self.ctypes, self.resource
-        # Step: mounts of our own: nothing propagates back to the cell; a
-        # private tmpfs /tmp; a /proc of our own pid namespace.
-        self.check(L.mount(None, b'/', None, _MS_REC | _MS_PRIVATE, None), 'make / private')
-        tmp = b'size=%d,mode=1777' % self.limits[5]
-        self.check(L.mount(b'none', b'/tmp', b'tmpfs', _MS_NOSUID | _MS_NODEV, tmp), 'mount /tmp')
-        # The same options as a jail's /proc (jailproc hardeningArgs): only
-        # the process folders, other uids' processes invisible, read-only.
-        self.check(L.mount(b'proc', b'/proc', b'proc', _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
-                           b'subset=pid,hidepid=invisible'), 'mount /proc')
-        # Step: rlimits, as nsjail sets them for a jail.
-        as_, cpu, fsize, nofile, nproc, _ = self.limits
-        for res, val in ((R.RLIMIT_AS, as_), (R.RLIMIT_CPU, cpu), (R.RLIMIT_FSIZE, fsize), (R.RLIMIT_NOFILE, nofile),
-                         (R.RLIMIT_NPROC, nproc), (R.RLIMIT_STACK, 8 << 20), (R.RLIMIT_CORE, 0)):
-            R.setrlimit(res, (val, val))
-        # Step: empty capability bounding set (while we still may drop).
+    def drop_bounding_set(self):
+        # The capability bounding set only limits what an execve can grant,
+        # and the zygote never calls execve: it empties its own once, and
+        # every child inherits the empty set (the server checks CapBnd of
+        # each child before handing it a request).
         for cap in range(64):
-            if L.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-                if ctypes.get_errno() == 22:  # EINVAL: past the kernel's last capability
+            if self.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                if self.ctypes.get_errno() == 22:  # EINVAL: past the kernel's last capability
                     break
                 self.check(-1, 'drop capability %d from the bounding set' % cap)
+
+    def _enter(self, uid):
+        mount, prctl, check = self.mount, self.prctl, self.check
+        # Step: mounts of our own: nothing propagates back to the cell; a
+        # private tmpfs /tmp; a /proc of our own pid namespace.
+        check(mount(None, b'/', None, _MS_REC | _MS_PRIVATE, None), 'make / private')
+        check(mount(b'none', b'/tmp', b'tmpfs', _MS_NOSUID | _MS_NODEV, self.tmp_opts), 'mount /tmp')
+        # The same options as a jail's /proc (jailproc hardeningArgs): only
+        # the process folders, other uids' processes invisible, read-only.
+        check(mount(b'proc', b'/proc', b'proc', _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                    b'subset=pid,hidepid=invisible'), 'mount /proc')
+        # Step: rlimits, as nsjail sets them for a jail.
+        setrlimit = self.resource.setrlimit
+        for res, val in self.rlimits:
+            setrlimit(res, val)
+        # (The capability bounding set is already empty: drop_bounding_set.)
         # Step: our own uid and gid, no supplementary groups. Leaving uid 0
         # clears the permitted and effective capability sets.
         posix.setgroups([])
         posix.setresgid(uid, uid, uid)
         posix.setresuid(uid, uid, uid)
         # Step: no inheritable capabilities either.
-        hdr = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
-        data = (ctypes.c_uint32 * 6)()
-        self.check(L.capset(hdr, data), 'capset')
+        check(self.capset(self.cap_hdr, self.cap_data), 'capset')
         # The uid change made the process non-dumpable, which hides its own
         # /proc/self files (environ, fd, ...) from it. A jail's worker, fresh
         # from execve, is dumpable; so is this child again. Only its own uid
         # could use that, and the uid is its alone (ptrace is denied anyway).
-        self.check(L.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0), 'dumpable')
+        check(prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0), 'dumpable')
         # Step: no new privileges, then the child's seccomp filter. From here
         # on nothing can be undone: filters stack and cannot be removed.
-        self.check(L.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 'no_new_privs')
-        self.check(L.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(self.fprog), 0, 0), 'seccomp')
+        check(prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 'no_new_privs')
+        check(prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, self.fprog_ref, 0, 0), 'seccomp')
 
     def check(self, ret, what):
         if ret != 0:
