@@ -109,10 +109,7 @@ func prepareCells(c Config, uids UIDRange) (*cellSetup, error) {
 		}
 	}
 	// Children never get what the zygote was allowed, policy or not.
-	for name := range cellRelaxed {
-		rules = append(rules, seccompRule{action: "ERRNO(1)", errno: 1, name: name, nr: sysnums[name]})
-	}
-	prog, err := childFilter(rules)
+	prog, err := childFilter(childRules(rules))
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +124,7 @@ func prepareCells(c Config, uids UIDRange) (*cellSetup, error) {
 	}
 	cs := &cellSetup{blocks: newUIDRange(0, nBlocks), blockSize: size, uidBase: uids.Base, filterHex: hex.EncodeToString(raw), all: map[*cell]bool{}}
 	if src != "" {
-		cs.policy = cellPolicy(rules[:len(rules)-len(cellRelaxed)])
+		cs.policy = cellPolicy(rules)
 	}
 	return cs, nil
 }

@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -20,12 +22,16 @@ import (
 //   - parsePolicy reads the kafel text into rules;
 //   - cellPolicy writes it back as kafel for the cell's nsjail, without the
 //     rules of cellRelaxed (the zygote's needs);
-//   - childFilter compiles every rule, relaxed ones included, plus
-//     childExtra (no socket(2): children share the cell's empty network
-//     namespace; see docs/SECURITY.md), into the classic-BPF program each child
-//     installs before it says it is ready. Seccomp filters stack and the most
-//     restrictive answer wins, so a child's effective policy is the jail's
-//     policy plus childExtra.
+//   - childRules are the rules on the relaxed calls plus childExtra (no
+//     socket(2): children share the cell's empty network namespace; see
+//     docs/SECURITY.md), and childFilter compiles them into the classic-BPF
+//     program each child installs before it says it is ready. A child
+//     inherits the cell's filter, filters stack and the most restrictive
+//     answer wins, so a child's effective policy is the jail's policy plus
+//     childExtra. The child's own filter holds only what the cell's lacks:
+//     installing a filter costs the kernel time in proportion to its length
+//     (it is checked, translated, JIT-compiled, and run once per syscall
+//     number to fill its action cache), and every child installs one.
 //
 // Only the subset of kafel that seccomp.kafel uses is understood; anything
 // else is an error at start (and in the tests), never a silently weaker
@@ -300,9 +306,27 @@ func cellPolicy(rules []seccompRule) string {
 	return b.String()
 }
 
-// childFilter compiles rules plus childExtra into a seccomp classic-BPF
-// program: wrong architecture or an x32 syscall number kills the process;
-// then each rule in order; anything else is allowed.
+// childRules are what a child's own filter denies on top of the cell's
+// filter: the policy's rules on the relaxed calls (first, so that the
+// policy's own action wins), the relaxed calls with EPERM in any case (also
+// when the policy says nothing of them, or there is no policy), and
+// childExtra.
+func childRules(policy []seccompRule) []seccompRule {
+	var out []seccompRule
+	for _, r := range policy {
+		if cellRelaxed[r.name] {
+			out = append(out, r)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(cellRelaxed)) {
+		out = append(out, seccompRule{action: "ERRNO(1)", errno: 1, name: name, nr: sysnums[name]})
+	}
+	return append(out, childExtra...)
+}
+
+// childFilter compiles rules into a seccomp classic-BPF program: wrong
+// architecture or an x32 syscall number kills the process; then each rule in
+// order; anything else is allowed.
 func childFilter(rules []seccompRule) ([]bpf.Instruction, error) {
 	if runtime.GOARCH != "amd64" {
 		return nil, fmt.Errorf("cell isolation needs amd64 (this is %s)", runtime.GOARCH)
@@ -317,7 +341,7 @@ func childFilter(rules []seccompRule) ([]bpf.Instruction, error) {
 		bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: x32SyscallBit, SkipFalse: 1},
 		bpf.RetConstant{Val: seccompRetKillProcess},
 	}
-	for _, r := range append(append([]seccompRule(nil), rules...), childExtra...) {
+	for _, r := range rules {
 		if r.nr >= x32SyscallBit {
 			continue // killed above
 		}

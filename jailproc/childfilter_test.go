@@ -45,45 +45,108 @@ func defaultRules(t *testing.T) []seccompRule {
 	return rules
 }
 
-func TestChildFilterDeniesEveryCallTheJailPolicyDeniesAndSocket(t *testing.T) {
-	rules := defaultRules(t)
-	prog, err := childFilter(rules)
+// cellAndChild compiles what a cell child runs under: the cell's policy as
+// nsjail gets it (parsed back from its kafel text) and the child's own filter.
+func cellAndChild(t *testing.T, rules []seccompRule) (cell, child []bpf.Instruction) {
+	t.Helper()
+	var back []seccompRule // no policy: the cell has no filter of its own
+	if len(rules) > 0 {
+		var err error
+		if back, err = parsePolicy(cellPolicy(rules)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cell, err := childFilter(back)
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := 0
+	if child, err = childFilter(childRules(rules)); err != nil {
+		t.Fatal(err)
+	}
+	return cell, child
+}
+
+// stacked is the kernel's verdict for a process under two filters: the most
+// restrictive action wins (actions compare as signed 32-bit numbers, KILL
+// lowest, ALLOW highest) and, between equal actions, the data of the filter
+// installed last (the child's).
+func stacked(t *testing.T, cell, child []bpf.Instruction, arch, nr uint32, args ...uint64) uint32 {
+	t.Helper()
+	c, k := runFilter(t, cell, arch, nr, args...), runFilter(t, child, arch, nr, args...)
+	if int32(c&0xffff0000) < int32(k&0xffff0000) {
+		return c
+	}
+	return k
+}
+
+func TestACellsFilterAndAChildsOwnFilterTogetherAreTheJailPolicyPlusSocket(t *testing.T) {
+	rules := defaultRules(t)
+	cell, child := cellAndChild(t, rules)
+	jail, err := childFilter(append(append([]seccompRule(nil), rules...), childExtra...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every syscall number, with no arguments and with each value a rule's
+	// condition looks at in each argument position.
+	values := []uint64{0, 1, 2, 0x11, 0x3d0f00, 1<<40 | 0x11}
 	for _, r := range rules {
-		if r.name == "" || r.cond != nil {
-			continue
-		}
-		names++
-		want := uint32(seccompRetErrno | r.errno)
-		if got := runFilter(t, prog, auditArchX86_64, r.nr); got != want {
-			t.Errorf("%s (%d): filter returns %#x, want %#x", r.name, r.nr, got, want)
+		if r.cond != nil {
+			values = append(values, r.cond.val, r.cond.val|r.cond.mask, r.cond.val^1)
 		}
 	}
-	if names < 50 {
-		t.Fatalf("parsed only %d unconditional rules from seccomp.kafel", names)
+	for nr := uint32(0); nr < 600; nr++ {
+		for pos := 0; pos < 4; pos++ {
+			for _, v := range values {
+				args := make([]uint64, 6)
+				args[pos] = v
+				want := runFilter(t, jail, auditArchX86_64, nr, args...)
+				if got := stacked(t, cell, child, auditArchX86_64, nr, args...); got != want {
+					t.Fatalf("syscall %d with args %x: cell + child filters return %#x, the jail policy plus socket %#x", nr, args, got, want)
+				}
+			}
+		}
 	}
 	for name, want := range map[string]uint32{
-		"mount": seccompRetErrno | 1, "unshare": seccompRetErrno | 1, "ptrace": seccompRetErrno | 1,
+		"mount": seccompRetErrno | 1, "unshare": seccompRetErrno | 1, "setns": seccompRetErrno | 1, "ptrace": seccompRetErrno | 1,
 		"socket": seccompRetErrno | 1, "clone3": seccompRetErrno | 38,
 		"read": seccompRetAllow, "execve": seccompRetAllow, "setresuid": seccompRetAllow,
 	} {
-		if got := runFilter(t, prog, auditArchX86_64, sysnums[name]); got != want {
-			t.Errorf("%s: filter returns %#x, want %#x", name, got, want)
+		if got := stacked(t, cell, child, auditArchX86_64, sysnums[name]); got != want {
+			t.Errorf("%s: filters return %#x, want %#x", name, got, want)
 		}
 	}
-	if got := runFilter(t, prog, auditArchX86_64, sysnums["socketpair"], 1 /* AF_UNIX */, 1, 0); got != seccompRetAllow {
-		t.Errorf("socketpair(AF_UNIX): filter returns %#x, want allow", got)
+	if got := stacked(t, cell, child, auditArchX86_64, sysnums["socketpair"], 1 /* AF_UNIX */, 1, 0); got != seccompRetAllow {
+		t.Errorf("socketpair(AF_UNIX): filters return %#x, want allow", got)
+	}
+}
+
+func TestAChildsOwnFilterHoldsOnlyWhatTheCellsFilterLacks(t *testing.T) {
+	rules := defaultRules(t)
+	_, child := cellAndChild(t, rules)
+	for name, want := range map[string]uint32{
+		"mount": seccompRetErrno | 1, "unshare": seccompRetErrno | 1, "setns": seccompRetErrno | 1, "socket": seccompRetErrno | 1,
+		// Denied by the cell's filter, which every child inherits.
+		"ptrace": seccompRetAllow, "bpf": seccompRetAllow, "flock": seccompRetAllow,
+	} {
+		if got := runFilter(t, child, auditArchX86_64, sysnums[name]); got != want {
+			t.Errorf("%s: the child's own filter returns %#x, want %#x", name, got, want)
+		}
+	}
+	if len(child) > 32 {
+		t.Errorf("the child's own filter has %d instructions; every child installs it, so it holds only the relaxed calls and socket", len(child))
+	}
+	// Without a policy (--seccomp-policy none) the relaxed calls and socket
+	// are still denied to children: the zygote's needs are never theirs.
+	_, bare := cellAndChild(t, nil)
+	for _, name := range []string{"mount", "unshare", "setns", "socket"} {
+		if got := runFilter(t, bare, auditArchX86_64, sysnums[name]); got != seccompRetErrno|1 {
+			t.Errorf("no policy: %s returns %#x, want EPERM", name, got)
+		}
 	}
 }
 
 func TestChildFilterDeniesCloneOnlyWithANewNamespaceFlag(t *testing.T) {
-	prog, err := childFilter(defaultRules(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cell, child := cellAndChild(t, defaultRules(t))
 	const cloneThread = 0x3d0f00 // what pthread_create passes
 	for _, c := range []struct {
 		flags uint64
@@ -96,23 +159,20 @@ func TestChildFilterDeniesCloneOnlyWithANewNamespaceFlag(t *testing.T) {
 		{0x40000000 /* CLONE_NEWNET */, seccompRetErrno | 1},
 		{1<<40 | 0x11 /* high bits only: the kernel ignores them */, seccompRetAllow},
 	} {
-		if got := runFilter(t, prog, auditArchX86_64, sysnums["clone"], c.flags); got != c.want {
-			t.Errorf("clone(%#x): filter returns %#x, want %#x", c.flags, got, c.want)
+		if got := stacked(t, cell, child, auditArchX86_64, sysnums["clone"], c.flags); got != c.want {
+			t.Errorf("clone(%#x): filters return %#x, want %#x", c.flags, got, c.want)
 		}
 	}
 }
 
 func TestChildFilterKillsForeignArchitecturesAndX32Numbers(t *testing.T) {
-	prog, err := childFilter(defaultRules(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, child := cellAndChild(t, defaultRules(t))
 	const auditArchI386 = 0x40000003
-	if got := runFilter(t, prog, auditArchI386, 1); got != seccompRetKillProcess {
+	if got := runFilter(t, child, auditArchI386, 1); got != seccompRetKillProcess {
 		t.Errorf("an i386 call: filter returns %#x, want kill", got)
 	}
 	for _, nr := range []uint32{0x40000000, 0x40000000 + 272 /* x32 unshare */, 0x40000223, 0x7fffffff} {
-		if got := runFilter(t, prog, auditArchX86_64, nr); got != seccompRetKillProcess {
+		if got := runFilter(t, child, auditArchX86_64, nr); got != seccompRetKillProcess {
 			t.Errorf("syscall %#x: filter returns %#x, want kill", nr, got)
 		}
 	}
