@@ -3,7 +3,6 @@ package jailproc
 import (
 	"bytes"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,12 +15,13 @@ import (
 // Making a worker's group (a folder in each of the memory, pids, cpu and
 // cpuacct hierarchies, its limits, its counters opened) and removing it
 // afterwards cost about 0.7 ms of the server's CPU per run, plus the
-// kernel's asynchronous destruction of four cgroups. On cgroup v1 an emptied
+// kernel's asynchronous destruction of four cgroups. A kept group also keeps
+// open the files each run reads or writes (workerGroup.openWriters). On cgroup v1 an emptied
 // group can be made indistinguishable from a new one, so the supervisor
 // keeps a few for the next workers:
 //
-//   - no process is left in it: cgroup.procs is empty in every hierarchy
-//     when it is kept, and pids.current is 0 when it is reused;
+//   - no process is left in it: pids.current is 0 when it is kept and
+//     again when it is reused;
 //   - the last worker's pages are reclaimed (memory.force_empty, only when
 //     more than maxResidual is left: a worker's own pages are freed when it
 //     exits, and the reclaim drains every CPU's page lists). What the
@@ -135,7 +135,7 @@ func (g *workerGroup) reuse(lim groupLimits) error {
 		g.procs = lim.procs
 	}
 	if g.cpu != "" && lim.cpuMsPerSec > 0 {
-		return g.write(g.cpu, "cpu.cfs_quota_us", strconv.Itoa(lim.cpuMsPerSec*1000))
+		return g.writeTo(g.quotaW, g.cpu, "cpu.cfs_quota_us", strconv.Itoa(lim.cpuMsPerSec*1000))
 	}
 	return nil
 }
@@ -160,15 +160,17 @@ func (g *workerGroup) recycle() bool {
 	g.pidsCur, _ = openOnce(g.pidsCur, filepath.Join(g.pids, "pids.current"))
 	g.memUsage, _ = openOnce(g.memUsage, filepath.Join(g.mem, "memory.usage_in_bytes"))
 	g.oomCtl, _ = openOnce(g.oomCtl, filepath.Join(g.mem, "memory.oom_control"))
-	for _, dir := range g.dirs {
-		// Opened anew: a cgroup.procs kept open does not show later joiners.
-		if !isEmpty(filepath.Join(dir, "cgroup.procs")) {
-			return false
-		}
+	// No process left: pids.current counts every task of the group until
+	// it is reaped, and a worker's tasks are in the same group in every
+	// hierarchy (attach moved its first process into all of them, the rest
+	// were forked there, and nothing in a sandbox can move a process; a
+	// group whose attach failed part way is not reused).
+	var buf [64]byte
+	if n, ok := readIntAt(g.pidsCur, buf[:]); !ok || n != 0 {
+		return false
 	}
 	// Reclaim (costly: it drains every CPU's page lists) only when the
 	// worker left more than the usual residue, such as page cache.
-	var buf [64]byte
 	if n, ok := readIntAt(g.memUsage, buf[:]); (!ok || n > maxResidual) && g.write(g.mem, "memory.force_empty", "0") != nil {
 		return false
 	}
@@ -224,19 +226,7 @@ func (g *workerGroup) resetCounters() bool {
 		}
 		g.cpuBase = n
 	}
-	return g.memPeak == nil || g.write(g.mem, "memory.max_usage_in_bytes", "0") == nil
-}
-
-// isEmpty reports whether a cgroup file reads empty.
-func isEmpty(name string) bool {
-	f, err := os.Open(name)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	var buf [16]byte
-	n, err := f.Read(buf[:])
-	return n == 0 && errors.Is(err, io.EOF)
+	return g.memPeak == nil || g.writeTo(g.peakW, g.mem, "memory.max_usage_in_bytes", "0") == nil
 }
 
 // readIntAt reads an integer from an open cgroup file.

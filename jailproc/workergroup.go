@@ -48,6 +48,12 @@ type workerGroup struct {
 	kept              time.Time // when it was last kept
 	pidsCur, memUsage *os.File
 	oomCtl            *os.File
+	// v1: the files every run writes, kept open for writing (procsW: the
+	// cgroup.procs of each folder of dirs, in order; peakW: the peak memory
+	// reset; quotaW: the CPU quota). nil when not opened: writes then open
+	// the file by name.
+	procsW        []*os.File
+	peakW, quotaW *os.File
 }
 
 // groupLimits are what a new group enforces.
@@ -141,7 +147,48 @@ func (s *cgroupSetup) newGroup(lim groupLimits) (_ *workerGroup, err error) {
 		return nil, err
 	}
 	g.openCounters()
+	if g.version == CgroupV1 {
+		g.openWriters()
+	}
 	return g, nil
+}
+
+// openWriters opens the files a reused v1 group is written on every run:
+// opening a cgroup file costs far more than writing an open one, and a
+// group lasts many runs. A file that does not open is written by name.
+func (g *workerGroup) openWriters() {
+	for _, dir := range g.dirs {
+		f, err := os.OpenFile(filepath.Join(dir, "cgroup.procs"), os.O_WRONLY, 0)
+		if err != nil {
+			g.closeWriters()
+			break
+		}
+		g.procsW = append(g.procsW, f)
+	}
+	g.peakW, _ = os.OpenFile(filepath.Join(g.mem, "memory.max_usage_in_bytes"), os.O_WRONLY, 0)
+	if g.cpu != "" {
+		g.quotaW, _ = os.OpenFile(filepath.Join(g.cpu, "cpu.cfs_quota_us"), os.O_WRONLY, 0)
+	}
+}
+
+func (g *workerGroup) closeWriters() {
+	for _, f := range append(g.procsW, g.peakW, g.quotaW) {
+		if f != nil {
+			f.Close()
+		}
+	}
+	g.procsW, g.peakW, g.quotaW = nil, nil, nil
+}
+
+// writeTo writes value to an open control file, or to dir/file when f is nil.
+func (g *workerGroup) writeTo(f *os.File, dir, file, value string) error {
+	if f == nil {
+		return g.write(dir, file, value)
+	}
+	if _, err := f.Write([]byte(value)); err != nil {
+		return fmt.Errorf("worker cgroup: write %s: %w", filepath.Join(dir, file), err)
+	}
+	return nil
 }
 
 // openCounters opens the files usage reads; a missing one stays nil and its
@@ -247,9 +294,18 @@ func (g *workerGroup) write(dir, file, value string) error {
 // attach moves the process pid (all its threads) into the group, in every
 // hierarchy. The caller makes sure it is the only process of the worker, so
 // that nothing of the worker is left outside.
+//
+// A group whose attach failed part way is never reused: its processes may
+// be in some of its folders and not others.
 func (g *workerGroup) attach(pid int) error {
-	for _, dir := range g.dirs {
-		if err := g.write(dir, "cgroup.procs", strconv.Itoa(pid)); err != nil {
+	v := strconv.Itoa(pid)
+	for i, dir := range g.dirs {
+		var f *os.File
+		if i < len(g.procsW) {
+			f = g.procsW[i]
+		}
+		if err := g.writeTo(f, dir, "cgroup.procs", v); err != nil {
+			g.pool = nil
 			return fmt.Errorf("attach pid to its group: %w", err)
 		}
 	}
@@ -343,6 +399,7 @@ func (g *workerGroup) remove() error {
 		}
 	}
 	g.cpuStat, g.memPeak, g.pidsCur, g.memUsage, g.oomCtl = nil, nil, nil, nil, nil
+	g.closeWriters()
 	var errs []error
 	for i := len(g.dirs) - 1; i >= 0; i-- {
 		var err error
