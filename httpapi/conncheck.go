@@ -52,9 +52,12 @@ type checkedConn struct {
 	// rej is set by Read when the framer refused the stream; from then on
 	// Read returns errRefused. cut is set once fasthttp has read up to
 	// there, so the error it reports next is this refusal.
-	rej       *rejection
-	cut       atomic.Bool
-	drainLeft int64 // body bytes of a refused request still to drop
+	rej *rejection
+	cut atomic.Bool
+	// lingerOnClose is set when fasthttp answered a request it could not
+	// read in full (it closes the connection next): Close drains first.
+	lingerOnClose atomic.Bool
+	drainLeft     int64 // body bytes of a refused request still to drop
 
 	mu     sync.Mutex
 	holds  []bodyHold // budget reservations, oldest first
@@ -146,7 +149,7 @@ func (c *checkedConn) Close() error {
 	c.holds = nil
 	c.mu.Unlock()
 	c.budget.release(free)
-	if first && c.cut.Load() {
+	if first && (c.cut.Load() || c.lingerOnClose.Load()) {
 		c.linger()
 	}
 	return c.Conn.Close()

@@ -161,6 +161,12 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 		if rej := s.connRejection(c); rej != nil {
 			ae = rej // the request framer cut the connection here, and says why
 		}
+		// fasthttp closes the connection after this answer, with the rest
+		// of the refused request (a header block over the buffer, a body
+		// over the limit) possibly still unread.
+		if cc, ok := c.Context().Conn().(*checkedConn); ok {
+			cc.lingerOnClose.Store(true)
+		}
 	}
 	status, ok := statusOf[ae.Type]
 	if !ok {
