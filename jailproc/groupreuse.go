@@ -22,15 +22,17 @@ import (
 //
 //   - no process is left in it: pids.current is 0 when it is kept and
 //     again when it is reused;
-//   - the last worker's pages are reclaimed (memory.force_empty, only when
-//     more than maxResidual is left: a worker's own pages are freed when it
-//     exits, and the reclaim drains every CPU's page lists). What the
-//     kernel leaves charged is not pages of the run but the remainders of
-//     its byte-wise kernel-object accounting (96 KiB here, constant from
-//     run to run); a group is reused only when at most maxResidual is left
-//     (else it is removed); the next run's peak includes it (reported
-//     high by at most that, never low), and its memory limit is that much
-//     tighter (0.04 % of 256 MiB here);
+//   - no more than maxResidual is left charged to it when it is reused
+//     (ready). A worker's own pages are freed when it exits; what the
+//     kernel leaves charged right after is the remainder of its byte-wise
+//     kernel-object accounting (100-400 KiB here), most of it uncharged an
+//     RCU grace period later, well before the group is taken again. A group
+//     that stays above (page cache charged to it, say) is removed once it
+//     has been kept maxKeep, never reclaimed with memory.force_empty: that
+//     drains every CPU's page lists, and a third of the groups needed it
+//     when it was done at release. The next run's peak includes the
+//     residue (reported high by at most maxResidual, never low), and its
+//     memory limit is that much tighter (0.1 % of 256 MiB);
 //   - the counters a run reports count from its start: memory.max_usage_in_bytes
 //     is reset (written 0); cpuacct.usage and the OOM kill counter are read
 //     at reuse and a run's CPU time and kills are counted from there
@@ -134,6 +136,10 @@ func (g *workerGroup) reuse(lim groupLimits) error {
 		}
 		g.procs = lim.procs
 	}
+	// The last run lowered it already, unless it ended in an error.
+	if err := g.setRunning(false); err != nil {
+		return err
+	}
 	if g.cpu != "" && lim.cpuMsPerSec > 0 {
 		return g.writeTo(g.quotaW, g.cpu, "cpu.cfs_quota_us", strconv.Itoa(lim.cpuMsPerSec*1000))
 	}
@@ -150,9 +156,9 @@ func (g *workerGroup) release() error {
 	return g.remove()
 }
 
-// recycle empties the group of its memory charges and keeps it for the next
-// worker; false when that is not possible (v2, a process left, the pool
-// full), and the group must be removed.
+// recycle keeps the group for the next worker; false when that is not
+// possible (v2, a process left, the pool full), and the group must be
+// removed.
 func (g *workerGroup) recycle() bool {
 	if g.pool == nil || g.version != CgroupV1 {
 		return false
@@ -169,9 +175,9 @@ func (g *workerGroup) recycle() bool {
 	if n, ok := readIntAt(g.pidsCur, buf[:]); !ok || n != 0 {
 		return false
 	}
-	// Reclaim (costly: it drains every CPU's page lists) only when the
-	// worker left more than the usual residue, such as page cache.
-	if n, ok := readIntAt(g.memUsage, buf[:]); (!ok || n > maxResidual) && g.write(g.mem, "memory.force_empty", "0") != nil {
+	// Whether its charge has dropped to the residue is asked when it is
+	// taken (ready), not now: the kernel is still uncharging the exit.
+	if _, ok := readIntAt(g.memUsage, buf[:]); !ok {
 		return false
 	}
 	return g.pool.put(g)
