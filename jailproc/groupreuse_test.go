@@ -17,8 +17,13 @@ import (
 // v1 hierarchy, or a skip where there is none (v2 groups are never reused).
 func reuseSupervisor(t *testing.T, isolation Isolation) *Supervisor {
 	t.Helper()
-	s, err := New(Config{NsjailPath: testenv.Nsjail(t), Isolation: isolation, CgroupParent: testenv.CgroupParent(t, "groupreuse"), MemoryLimit: 128 << 20, Timeout: 5 * time.Second},
-		UIDRange{Base: testenv.UIDBase(t), Size: 16})
+	return reuseSupervisorWith(t, Config{Isolation: isolation})
+}
+
+func reuseSupervisorWith(t *testing.T, c Config) *Supervisor {
+	t.Helper()
+	c.NsjailPath, c.CgroupParent, c.MemoryLimit, c.Timeout = testenv.Nsjail(t), testenv.CgroupParent(t, "groupreuse"), 128<<20, 5*time.Second
+	s, err := New(c, UIDRange{Base: testenv.UIDBase(t), Size: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,5 +139,44 @@ func TestAGroupStillHoldingAProcessIsRemovedNotReused(t *testing.T) {
 	next.Kill()
 	if err := g.remove(); err != nil {
 		t.Errorf("the refused group cannot be removed once its process is gone: %v", err)
+	}
+}
+
+// A worker's group has the least CPU weight while its processes are set up
+// and torn down, and the default weight while its run lasts: other
+// workers' set-up and teardown never take CPU from a running request in
+// proportion to their number (nice 19 does not reach across cgroups).
+func TestAWorkersGroupHasTheCPUWeightOfARunOnlyWhileItsRunLasts(t *testing.T) {
+	for _, iso := range []Isolation{IsolationCell, IsolationJail} {
+		t.Run(string(iso), func(t *testing.T) {
+			s := reuseSupervisorWith(t, Config{Isolation: iso, CPUMsPerSec: 1000})
+			if !s.cg.cpu {
+				t.Skipf("no cpu controller here: %s", s.cg.cpuReason)
+			}
+			p := startIn(t, s)
+			g := p.w.group
+			fileIs(t, g.cpu, "cpu.shares", idleSharesV1)
+			done := make(chan executor.Result, 1)
+			go func() {
+				res, _ := p.Run(context.Background(), executor.Request{Mode: executor.ModeSingle,
+					Script: []byte("import time\ndef main():\n    time.sleep(0.5)\n    return 1\n")})
+				done <- res
+			}()
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				b, _ := os.ReadFile(filepath.Join(g.cpu, "cpu.shares"))
+				if strings.TrimSpace(string(b)) == runningSharesV1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("cpu.shares is %q during the run, want %s", b, runningSharesV1)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if res := <-done; res.Status != executor.StatusOK {
+				t.Fatalf("run: %+v", res)
+			}
+			fileIs(t, g.cpu, "cpu.shares", idleSharesV1)
+		})
 	}
 }

@@ -43,12 +43,14 @@ func (w *worker) run(ctx context.Context, req executor.Request) (executor.Result
 	if err := w.limitMemory(req.MemoryLimit); err != nil {
 		return executor.Result{}, err
 	}
+	w.setRunning(true)
 	start := time.Now()
 	stdout, stderr, err := w.send(req, start.Add(timeout))
 	if err != nil {
 		return executor.Result{}, err
 	}
 	res, err := w.collect(ctx, req, stdout, stderr, timeout)
+	w.setRunning(false) // the worker's teardown starts with its result
 	if err != nil {
 		return executor.Result{}, err
 	}
@@ -74,6 +76,17 @@ func (w *worker) usage(wall time.Duration) executor.Usage {
 	u.CPU, u.CPUMeasured = g.cpu, g.cpuOK
 	u.MemoryPeak, u.MemoryPeakMeasured = g.memPeak, g.memPeakOK
 	return u
+}
+
+// setRunning gives the worker's group the CPU weight of a running request
+// for the run, and the least weight before and after it (workerGroup.setRunning).
+func (w *worker) setRunning(on bool) {
+	if w.group == nil {
+		return
+	}
+	if err := w.group.setRunning(on); err != nil {
+		w.cfg.Log("jailproc: set the worker group's CPU weight", "uid", w.uid, "running", on, "err", err)
+	}
 }
 
 // raisePriority raises the worker from spawnNice to 0. It was spawned at

@@ -52,9 +52,24 @@ type workerGroup struct {
 	// cgroup.procs of each folder of dirs, in order; peakW: the peak memory
 	// reset; quotaW: the CPU quota). nil when not opened: writes then open
 	// the file by name.
-	procsW        []*os.File
-	peakW, quotaW *os.File
+	procsW                 []*os.File
+	peakW, quotaW, weightW *os.File
+	// running is whether the group has the CPU weight of a running request
+	// (setRunning); otherwise the least weight there is.
+	running bool
 }
+
+// A worker's processes do most of their work outside its run: they are
+// forked and set up before it, and torn down (the address space, the
+// namespaces) after its result is in. Nice 19 does not lower that work
+// against a run in another worker's group: across cgroups the CPU is shared
+// by the groups' weights, not by their tasks' nice values. So a group has
+// the least weight there is, and the default weight only while its run
+// lasts (setRunning).
+const (
+	idleSharesV1, runningSharesV1 = "2", "1024" // cpu.shares
+	idleWeightV2, runningWeightV2 = "1", "100"  // cpu.weight
+)
 
 // groupLimits are what a new group enforces.
 type groupLimits struct {
@@ -168,16 +183,40 @@ func (g *workerGroup) openWriters() {
 	g.peakW, _ = os.OpenFile(filepath.Join(g.mem, "memory.max_usage_in_bytes"), os.O_WRONLY, 0)
 	if g.cpu != "" {
 		g.quotaW, _ = os.OpenFile(filepath.Join(g.cpu, "cpu.cfs_quota_us"), os.O_WRONLY, 0)
+		g.weightW, _ = os.OpenFile(filepath.Join(g.cpu, "cpu.shares"), os.O_WRONLY, 0)
 	}
 }
 
+// setRunning gives the group the CPU weight of a running request (on) or
+// the least weight (off). A no-op without the cpu controller.
+func (g *workerGroup) setRunning(on bool) error {
+	if g.cpu == "" || g.running == on {
+		return nil
+	}
+	file, value := "cpu.shares", idleSharesV1
+	if g.version == CgroupV2 {
+		file, value = "cpu.weight", idleWeightV2
+	}
+	if on {
+		value = runningSharesV1
+		if g.version == CgroupV2 {
+			value = runningWeightV2
+		}
+	}
+	if err := g.writeTo(g.weightW, g.cpu, file, value); err != nil {
+		return err
+	}
+	g.running = on
+	return nil
+}
+
 func (g *workerGroup) closeWriters() {
-	for _, f := range append(g.procsW, g.peakW, g.quotaW) {
+	for _, f := range append(g.procsW, g.peakW, g.quotaW, g.weightW) {
 		if f != nil {
 			f.Close()
 		}
 	}
-	g.procsW, g.peakW, g.quotaW = nil, nil, nil
+	g.procsW, g.peakW, g.quotaW, g.weightW = nil, nil, nil, nil
 }
 
 // writeTo writes value to an open control file, or to dir/file when f is nil.
@@ -229,6 +268,11 @@ func (g *workerGroup) setLimits(lim groupLimits) error {
 		if err := g.write(g.pids, "pids.max", strconv.Itoa(lim.procs)); err != nil {
 			return err
 		}
+		if g.cpu != "" {
+			if err := g.write(g.cpu, "cpu.weight", idleWeightV2); err != nil {
+				return err
+			}
+		}
 		if g.cpu != "" && lim.cpuMsPerSec > 0 {
 			return g.write(g.cpu, "cpu.max", fmt.Sprintf("%d %d", lim.cpuMsPerSec*1000, cpuPeriod))
 		}
@@ -238,6 +282,11 @@ func (g *workerGroup) setLimits(lim groupLimits) error {
 		return err
 	}
 	g.procs = lim.procs
+	if g.cpu != "" {
+		if err := g.write(g.cpu, "cpu.shares", idleSharesV1); err != nil {
+			return err
+		}
+	}
 	if g.cpu != "" && lim.cpuMsPerSec > 0 {
 		if err := g.write(g.cpu, "cpu.cfs_period_us", strconv.Itoa(cpuPeriod)); err != nil {
 			return err

@@ -171,6 +171,7 @@ func TestAWorkerGroupOnCgroupV2SetsItsLimitsReadsItsCountersAndWaitsForTheLastEx
 		dir+"memory.max <- 268435456",
 		dir+"memory.swap.max <- 0",
 		dir+"pids.max <- 32",
+		dir+"cpu.weight <- 1",
 		dir+"cpu.max <- 1000000 1000000",
 		dir+"cgroup.procs <- 4242",
 		dir+"memory.max <- 67108864",
