@@ -193,8 +193,8 @@ func checkTables(t *testing.T, md string, warmTarget int) {
 	if len(service) != 15 {
 		t.Errorf("%d service rows, want 15: %v", len(service), service)
 	}
-	if targets != 15 {
-		t.Errorf("%d target rows with a verdict, want 15 (9 and 6 of cell isolation)", targets)
+	if targets != 16 {
+		t.Errorf("%d target rows with a verdict, want 16 (9 and 7 of cell isolation)", targets)
 	}
 	for _, s := range []string{"Load average", "Ceiling", "Recovery after the c=64 overload", "shared", "one run"} {
 		if !strings.Contains(md, s) {

@@ -247,7 +247,34 @@ func cellPhase(ctx context.Context, o Options, r *Report, save saver, logf func(
 	r.CellBurst = burst(ctx, s.base, cellBurstSize)
 	logf("bench: cell burst of %d: p50 %.2f ms  p99 %.2f ms  status %v", cellBurstSize, r.CellBurst.P50, r.CellBurst.P99, r.CellBurst.StatusCodes)
 	dumpMetrics(ctx, s, filepath.Join(o.OutDir, "cell-metrics.txt"))
-	return save("cell-burst.json", r.CellBurst)
+	if err := save("cell-burst.json", r.CellBurst); err != nil {
+		return err
+	}
+	return cellFullBurst(ctx, o, r, save, logf)
+}
+
+// cellFullBurst is issue 14's burst on a full warm pool: a cell server whose
+// warm pool holds cellBurstSize idle workers, each request finding one.
+func cellFullBurst(ctx context.Context, o Options, r *Report, save saver, logf func(string, ...any)) error {
+	o.WarmWorkers, o.MaxWorkers = cellBurstSize, 2*cellBurstSize
+	s, err := startServer(o, "cell", o.UIDBase+2700, filepath.Join(o.OutDir, "executor-cell-burst.log"))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if e := s.stop(); e != nil {
+			logf("bench: cleaning up the cell burst server's cgroups: %v", e)
+		}
+	}()
+	if err := s.waitReady(ctx, 60*time.Second); err != nil {
+		return err
+	}
+	if _, err := s.waitWarm(ctx, cellBurstSize, 50*time.Millisecond, 30*time.Second); err != nil {
+		return err
+	}
+	r.CellBurstFull = burst(ctx, s.base, cellBurstSize)
+	logf("bench: cell burst of %d on a full warm pool: p50 %.2f ms  p99 %.2f ms  status %v", cellBurstSize, r.CellBurstFull.P50, r.CellBurstFull.P99, r.CellBurstFull.StatusCodes)
+	return save("cell-burst-full.json", r.CellBurstFull)
 }
 
 // busyCPU is the machine's busy CPU time so far (/proc/stat: user, nice,

@@ -37,7 +37,7 @@ func startServer(o Options, mode string, uidBase int, logPath string) (*server, 
 	if err != nil {
 		return nil, err
 	}
-	parent := fmt.Sprintf("%s-%s-%d", o.Prefix, mode, os.Getpid())
+	parent := fmt.Sprintf("%s-%s-%d-%d", o.Prefix, mode, os.Getpid(), uidBase)
 	pool, isolation := mode, "jail"
 	if mode == "cell" {
 		pool, isolation = "warm", "cell"
