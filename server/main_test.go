@@ -157,6 +157,7 @@ func (s *server) stop() int {
 	select {
 	case code := <-s.code:
 		s.code <- code
+		forgetAnswersOf(s.url) // its port may be handed to another program next
 		return code
 	case <-time.After(30 * time.Second):
 		s.t.Fatalf("server did not stop")

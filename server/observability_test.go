@@ -339,6 +339,7 @@ scrape_configs:
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	forgetAnswersOf("http://" + addr) // Prometheus, not the API, answers there now
 	logs := &syncBuffer{}
 	cmd := exec.Command(bin,
 		"--config.file="+cfgPath,

@@ -44,6 +44,15 @@ func validateAnswersOf(base string) {
 	}
 }
 
+// forgetAnswersOf stops checking answers from base once its server is gone:
+// the kernel may give the port to anything next (a test's Prometheus once
+// got a stopped server's port, and its answers were checked as the API's).
+func forgetAnswersOf(base string) {
+	if u, err := url.Parse(base); err == nil {
+		apiHosts.Delete(u.Host)
+	}
+}
+
 // openAPIVerdict is TestMain's last word: a non-zero code when any answer
 // did not match the document, and, for information, which documented error
 // types no end-to-end test produced (the httpapi tests produce every one).
