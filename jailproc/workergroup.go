@@ -164,6 +164,9 @@ func (s *cgroupSetup) newGroup(lim groupLimits) (_ *workerGroup, err error) {
 	g.openCounters()
 	if g.version == CgroupV1 {
 		g.openWriters()
+	} else if g.cpu != "" {
+		// A v2 group lives one worker; its weight is still written twice.
+		g.weightW, _ = os.OpenFile(filepath.Join(g.cpu, "cpu.weight"), os.O_WRONLY, 0)
 	}
 	return g, nil
 }

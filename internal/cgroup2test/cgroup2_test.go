@@ -104,6 +104,8 @@ func testLimits(t *testing.T, m mode) {
 			"memory.max":      strconv.Itoa(memoryLimit),
 			"memory.swap.max": "0",
 			"pids.max":        strconv.Itoa(maxProcs),
+			// An idle worker's group has the least CPU weight; a run gets 100.
+			"cpu.weight": "1",
 		}
 		for _, g := range groups {
 			for file, v := range want {
