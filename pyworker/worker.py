@@ -897,6 +897,7 @@ _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_DUMPABLE = 4
 _SECCOMP_MODE_FILTER = 2
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_FDS_SPACE = _socket.CMSG_SPACE(8)  # two descriptors
 
 
 def _zygote_main(arg):
@@ -965,16 +966,20 @@ class _Zygote:
         self.ctrl.send(b'SSE-ZREADY 1')
 
     def loop(self):
-        poll = self.poll
+        poll, command, reap = self.poll, self.command, self.reap
         while True:
+            exited = False
             for fd, _ in poll.poll():
                 if fd == 3:
-                    self.command()
-            self.reap()
+                    command()
+                else:
+                    exited = True  # a child's pidfd: it has exited
+            if exited:
+                reap()
 
     def command(self):
         try:
-            msg, anc, flags, _ = self.ctrl.recvmsg(256, _socket.CMSG_SPACE(8))
+            msg, anc, flags, _ = self.ctrl.recvmsg(256, _FDS_SPACE)
         except InterruptedError:
             return
         fds = []
