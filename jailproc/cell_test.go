@@ -518,3 +518,35 @@ func TestAStartGivenUpOnBeforeTheChildIsReadyCostsOnlyThatChildNotItsCell(t *tes
 		t.Fatalf("the next child came from zygote %d, not the cell's %d: the cell was replaced", z, zygote)
 	}
 }
+
+// A cell child starts with the signal dispositions, mask and pending set of
+// a freshly started interpreter, exactly as a jail's worker does: the
+// zygote installs no handler of its own (it sees its children's exits on
+// pidfds), so a transform that uses subprocess or signal finds the same
+// process in both modes.
+func TestACellChildHasTheSignalStateOfAJailWorker(t *testing.T) {
+	const script = `import signal
+def main():
+    out = {}
+    for s in signal.valid_signals():
+        if s in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        h = signal.getsignal(s)
+        out[str(int(s))] = h if isinstance(h, int) else getattr(h, '__name__', repr(h))
+    with open('/proc/self/status') as f:
+        masks = {k: v.strip() for k, v in (l.split(':', 1) for l in f) if k in ('SigBlk', 'SigIgn', 'SigPnd', 'ShdPnd')}
+    return {"handlers": out, "masks": masks}
+`
+	cell := runScript(t, newCellSupervisor(t, jailproc.Config{}, 64), script)
+	jail := runScript(t, newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t)}, testenv.UIDBase(t)), script)
+	if cell.Status != executor.StatusOK || jail.Status != executor.StatusOK {
+		t.Fatalf("cell %+v\njail %+v", cell, jail)
+	}
+	if string(cell.Value) != string(jail.Value) {
+		t.Fatalf("signal state differs\ncell: %s\njail: %s", cell.Value, jail.Value)
+	}
+	var got struct{ Handlers map[string]any }
+	if err := json.Unmarshal(cell.Value, &got); err != nil || got.Handlers[strconv.Itoa(int(syscall.SIGCHLD))] != float64(0) {
+		t.Fatalf("SIGCHLD in a cell child is %v (%v), want SIG_DFL (0): %s", got.Handlers[strconv.Itoa(int(syscall.SIGCHLD))], err, cell.Value)
+	}
+}
