@@ -550,3 +550,33 @@ def main():
 		t.Fatalf("SIGCHLD in a cell child is %v (%v), want SIG_DFL (0): %s", got.Handlers[strconv.Itoa(int(syscall.SIGCHLD))], err, cell.Value)
 	}
 }
+
+// The warm-up run a cell child makes before its ready line leaves nothing
+// for the request's script: the same interpreter state as in a jail's
+// worker, no trace of the warm-up's module, its output or its objects.
+func TestACellChildsWarmUpRunLeavesNothingForTheScript(t *testing.T) {
+	const script = `import sys, gc, builtins
+def main():
+    return {
+        "stdout_fd": sys.stdout.fileno(), "stdout_type": type(sys.stdout).__name__,
+        "trace": repr(sys.gettrace()), "profile": repr(sys.getprofile()),
+        "recursion": sys.getrecursionlimit(), "gc": gc.isenabled(),
+        "main_module": sorted(k for k in vars(sys.modules["__main__"]) if not k.startswith("__")),
+        "warm_up_module": [m for m in sys.modules if "touch" in m or "prewarm" in m],
+        "warm_up_objects": sum(1 for o in gc.get_objects() if getattr(o, "__name__", None) in ("__touch__", "__prewarm__")),
+        "builtins": len(vars(builtins)),
+    }
+`
+	cell := runScript(t, newCellSupervisor(t, jailproc.Config{}, 64), script)
+	jail := runScript(t, newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t)}, testenv.UIDBase(t)), script)
+	if cell.Status != executor.StatusOK || jail.Status != executor.StatusOK {
+		t.Fatalf("cell %+v\njail %+v", cell, jail)
+	}
+	if string(cell.Value) != string(jail.Value) {
+		t.Fatalf("the script's view differs\ncell: %s\njail: %s", cell.Value, jail.Value)
+	}
+	if !strings.Contains(string(cell.Value), `"warm_up_module":[]`) || !strings.Contains(string(cell.Value), `"stdout_fd":1`) {
+		t.Fatalf("unexpected view: %s", cell.Value)
+	}
+	t.Logf("%s", cell.Value)
+}
