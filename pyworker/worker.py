@@ -763,9 +763,30 @@ def main(rec=None, *args, **kw):
         total = sum(xs) / len(xs)
     except (ZeroDivisionError, KeyError) as e:
         total = None
+    f = lambda: None
     print(f"{len(out)} fields", "ok", sep=", ")
-    return {"fields": out, "total": total, "ok": True, "tags": ("a", "b"), "n": 1.5, "e": lambda: None}
+    return {"fields": out, "total": total, "ok": True, "tags": ("a", "b"), "n": 1.5}
 '''
+
+_TOUCH_SCRIPT = b'def main(data=None):\n    print("x")\n    return {"a": [1, 2.5, None, True, "s"]}\n'
+
+
+def _dry_run(script, name, args):
+    # Runs a constant built-in script the way _run runs a request (compile,
+    # exec, main, encode), its output captured and dropped. Nothing of it
+    # survives for the script of the request: its module is never in
+    # sys.modules, its objects go with it, sys.stdout is restored.
+    code = compile(script, '<script>', 'exec', dont_inherit=True)
+    mod = _Module(name)
+    ns = mod.__dict__
+    ns['__builtins__'] = builtins
+    exec(code, ns)
+    real = sys.stdout
+    sys.stdout = _Capture(1 << 10)
+    try:
+        _run_single(ns['main'], args, 1 << 10, _Source(script))
+    finally:
+        sys.stdout = real
 
 
 def _prewarm():
@@ -773,48 +794,22 @@ def _prewarm():
     # compiler state warming up); later ones of a small script ~20 us. Pay it
     # here, before the ready line, while the worker is a nice-19 background
     # spawn, instead of on the request path. The same goes for the encoder and
-    # the decoder. Nothing of this survives into the script's namespace.
+    # the decoder.
     try:
-        code = compile(_PREWARM_SCRIPT, '<prewarm>', 'exec', dont_inherit=True)
-        ns = {'__name__': '__prewarm__', '__builtins__': builtins}
-        exec(code, ns)
-        real = sys.stdout
-        sys.stdout = _Capture(1 << 10)
-        try:
-            value = ns['main']({' A ': 1, 'b': None})
-        finally:
-            sys.stdout = real
-        value.pop('e', None)
-        _encode(value, 1 << 10)
+        _dry_run(_PREWARM_SCRIPT, '__prewarm__', ({' A ': 1, 'b': None},))
         _decode('{"a": [1, 2.5, null, true, "x\u00e9"]}')
     except BaseException:
         pass
 
 
-_TOUCH_SCRIPT = b'def main(data=None):\n    print("x")\n    return {"a": [1, 2.5, None, True, "s"]}\n'
-
-
 def _touch():
-    # Run by a cell's child before its ready line: the run path once, on a
-    # constant script, its output captured and dropped. A forked child shares
-    # the zygote's pages until it writes them, and Python writes every object
-    # it touches (reference counts): the pages a run writes are copied here,
+    # Run by a cell's child before its ready line. A forked child shares the
+    # zygote's pages until it writes them, and Python writes every object it
+    # touches (reference counts): the pages a run writes are copied here,
     # while the child is a background spawn, instead of during the request
     # (about 90 of the ~140 copies a hello run made, for ~20 more in all).
-    # Nothing of it is left for the script: its module is not in
-    # sys.modules, its objects are gone with it, sys.stdout is restored.
     try:
-        code = compile(_TOUCH_SCRIPT, '<script>', 'exec', dont_inherit=True)
-        mod = _Module('__touch__')
-        ns = mod.__dict__
-        ns['__builtins__'] = builtins
-        exec(code, ns)
-        real = sys.stdout
-        sys.stdout = _Capture(1 << 10)
-        try:
-            _run_single(ns['main'], (), 1 << 10, _Source(_TOUCH_SCRIPT))
-        finally:
-            sys.stdout = real
+        _dry_run(_TOUCH_SCRIPT, '__touch__', ())
     except BaseException:
         pass
 
