@@ -196,21 +196,27 @@ func (g *workerGroup) setRunning(on bool) error {
 	if g.cpu == "" || g.running == on {
 		return nil
 	}
-	file, value := "cpu.shares", idleSharesV1
-	if g.version == CgroupV2 {
-		file, value = "cpu.weight", idleWeightV2
-	}
-	if on {
-		value = runningSharesV1
-		if g.version == CgroupV2 {
-			value = runningWeightV2
-		}
-	}
+	file, value := g.weight(on)
 	if err := g.writeTo(g.weightW, g.cpu, file, value); err != nil {
 		return err
 	}
 	g.running = on
 	return nil
+}
+
+// weight is the CPU weight file of the group's version and its value for a
+// running or an idle worker.
+func (g *workerGroup) weight(running bool) (file, value string) {
+	if g.version == CgroupV2 {
+		if running {
+			return "cpu.weight", runningWeightV2
+		}
+		return "cpu.weight", idleWeightV2
+	}
+	if running {
+		return "cpu.shares", runningSharesV1
+	}
+	return "cpu.shares", idleSharesV1
 }
 
 func (g *workerGroup) closeWriters() {
@@ -272,7 +278,8 @@ func (g *workerGroup) setLimits(lim groupLimits) error {
 			return err
 		}
 		if g.cpu != "" {
-			if err := g.write(g.cpu, "cpu.weight", idleWeightV2); err != nil {
+			file, idle := g.weight(false)
+			if err := g.write(g.cpu, file, idle); err != nil {
 				return err
 			}
 		}
@@ -286,7 +293,8 @@ func (g *workerGroup) setLimits(lim groupLimits) error {
 	}
 	g.procs = lim.procs
 	if g.cpu != "" {
-		if err := g.write(g.cpu, "cpu.shares", idleSharesV1); err != nil {
+		file, idle := g.weight(false)
+		if err := g.write(g.cpu, file, idle); err != nil {
 			return err
 		}
 	}
