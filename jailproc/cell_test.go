@@ -519,6 +519,18 @@ func TestAStartGivenUpOnBeforeTheChildIsReadyCostsOnlyThatChildNotItsCell(t *tes
 	}
 }
 
+// runInBothModes runs script once in a cell child and once in a jail; both
+// runs must succeed.
+func runInBothModes(t *testing.T, script string) (cell, jail executor.Result) {
+	t.Helper()
+	cell = runScript(t, newCellSupervisor(t, jailproc.Config{}, 64), script)
+	jail = runScript(t, newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t)}, testenv.UIDBase(t)), script)
+	if cell.Status != executor.StatusOK || jail.Status != executor.StatusOK {
+		t.Fatalf("cell %+v\njail %+v", cell, jail)
+	}
+	return cell, jail
+}
+
 // A cell child starts with the signal dispositions, mask and pending set of
 // a freshly started interpreter, exactly as a jail's worker does: the
 // zygote installs no handler of its own (it sees its children's exits on
@@ -537,11 +549,7 @@ def main():
         masks = {k: v.strip() for k, v in (l.split(':', 1) for l in f) if k in ('SigBlk', 'SigIgn', 'SigPnd', 'ShdPnd')}
     return {"handlers": out, "masks": masks}
 `
-	cell := runScript(t, newCellSupervisor(t, jailproc.Config{}, 64), script)
-	jail := runScript(t, newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t)}, testenv.UIDBase(t)), script)
-	if cell.Status != executor.StatusOK || jail.Status != executor.StatusOK {
-		t.Fatalf("cell %+v\njail %+v", cell, jail)
-	}
+	cell, jail := runInBothModes(t, script)
 	if string(cell.Value) != string(jail.Value) {
 		t.Fatalf("signal state differs\ncell: %s\njail: %s", cell.Value, jail.Value)
 	}
@@ -567,11 +575,7 @@ def main():
         "builtins": len(vars(builtins)),
     }
 `
-	cell := runScript(t, newCellSupervisor(t, jailproc.Config{}, 64), script)
-	jail := runScript(t, newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t)}, testenv.UIDBase(t)), script)
-	if cell.Status != executor.StatusOK || jail.Status != executor.StatusOK {
-		t.Fatalf("cell %+v\njail %+v", cell, jail)
-	}
+	cell, jail := runInBothModes(t, script)
 	if string(cell.Value) != string(jail.Value) {
 		t.Fatalf("the script's view differs\ncell: %s\njail: %s", cell.Value, jail.Value)
 	}
