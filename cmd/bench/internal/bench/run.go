@@ -133,18 +133,11 @@ func dumpMetrics(ctx context.Context, s *server, path string) {
 }
 
 func warmPhase(ctx context.Context, o Options, r *Report, rate25, rate50 int, save saver, logf func(string, ...any)) (err error) {
-	s, err := startServer(o, "warm", o.UIDBase+1000, filepath.Join(o.OutDir, "executor-warm.log"))
+	s, stop, err := startReady(ctx, o, "warm", o.UIDBase+1000, "executor-warm.log", "warm", logf)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if e := s.stop(); e != nil {
-			logf("bench: cleaning up the warm server's cgroups: %v", e)
-		}
-	}()
-	if err := s.waitReady(ctx, 60*time.Second); err != nil {
-		return err
-	}
+	defer stop()
 	if r.WarmTarget, err = s.warmTarget(ctx); err != nil {
 		return err
 	}
@@ -186,18 +179,11 @@ func warmPhase(ctx context.Context, o Options, r *Report, rate25, rate50 int, sa
 }
 
 func coldPhase(ctx context.Context, o Options, r *Report, rate25, rate50 int, logf func(string, ...any)) error {
-	s, err := startServer(o, "cold", o.UIDBase+2000, filepath.Join(o.OutDir, "executor-cold.log"))
+	s, stop, err := startReady(ctx, o, "cold", o.UIDBase+2000, "executor-cold.log", "cold", logf)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if e := s.stop(); e != nil {
-			logf("bench: cleaning up the cold server's cgroups: %v", e)
-		}
-	}()
-	if err := s.waitReady(ctx, 60*time.Second); err != nil {
-		return err
-	}
+	defer stop()
 	for _, run := range []struct {
 		key        string
 		rate, conc int
@@ -210,24 +196,36 @@ func coldPhase(ctx context.Context, o Options, r *Report, rate25, rate50 int, lo
 	return nil
 }
 
+// startReady starts a server of the given mode and waits until it is ready.
+// stop stops it and logs what its cgroups left; it is also called here when
+// the server never became ready.
+func startReady(ctx context.Context, o Options, mode string, uidBase int, logFile, name string, logf func(string, ...any)) (s *server, stop func(), err error) {
+	if s, err = startServer(o, mode, uidBase, filepath.Join(o.OutDir, logFile)); err != nil {
+		return nil, nil, err
+	}
+	stop = func() {
+		if e := s.stop(); e != nil {
+			logf("bench: cleaning up the %s server's cgroups: %v", name, e)
+		}
+	}
+	if err := s.waitReady(ctx, 60*time.Second); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return s, stop, nil
+}
+
 // cellBurstSize is issue 14's burst on the cell server.
 const cellBurstSize = 32
 
 // cellPhase measures the warm pool with cell isolation: capacity (c=16),
 // an open loop at half of that capacity, c=1, and a burst of 32.
 func cellPhase(ctx context.Context, o Options, r *Report, save saver, logf func(string, ...any)) error {
-	s, err := startServer(o, "cell", o.UIDBase+2500, filepath.Join(o.OutDir, "executor-cell.log"))
+	s, stop, err := startReady(ctx, o, "cell", o.UIDBase+2500, "executor-cell.log", "cell", logf)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if e := s.stop(); e != nil {
-			logf("bench: cleaning up the cell server's cgroups: %v", e)
-		}
-	}()
-	if err := s.waitReady(ctx, 60*time.Second); err != nil {
-		return err
-	}
+	defer stop()
 	c16, err := runRow(ctx, o, r, s, "c16", 0, 16, logf)
 	if err != nil {
 		return err
@@ -257,18 +255,11 @@ func cellPhase(ctx context.Context, o Options, r *Report, save saver, logf func(
 // warm pool holds cellBurstSize idle workers, each request finding one.
 func cellFullBurst(ctx context.Context, o Options, r *Report, save saver, logf func(string, ...any)) error {
 	o.WarmWorkers, o.MaxWorkers = cellBurstSize, 2*cellBurstSize
-	s, err := startServer(o, "cell", o.UIDBase+2700, filepath.Join(o.OutDir, "executor-cell-burst.log"))
+	s, stop, err := startReady(ctx, o, "cell", o.UIDBase+2700, "executor-cell-burst.log", "cell burst", logf)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if e := s.stop(); e != nil {
-			logf("bench: cleaning up the cell burst server's cgroups: %v", e)
-		}
-	}()
-	if err := s.waitReady(ctx, 60*time.Second); err != nil {
-		return err
-	}
+	defer stop()
 	if _, err := s.waitWarm(ctx, cellBurstSize, 50*time.Millisecond, 30*time.Second); err != nil {
 		return err
 	}
