@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -177,6 +178,34 @@ func TestAWorkersGroupHasTheCPUWeightOfARunOnlyWhileItsRunLasts(t *testing.T) {
 				t.Fatalf("run: %+v", res)
 			}
 			fileIs(t, g.cpu, "cpu.shares", idleSharesV1)
+		})
+	}
+}
+
+// Without a cpu group to weigh it, a worker is set up at nice 19 and its
+// run is raised to nice 0: the run never waits behind replacements being
+// set up. (In a cpu group its group's weight does this instead.)
+func TestAWorkerWithoutACPUGroupRunsAtNormalPriority(t *testing.T) {
+	const script = "import os\ndef main():\n    return os.getpriority(os.PRIO_PROCESS, 0)\n"
+	for _, iso := range []Isolation{IsolationCell, IsolationJail} {
+		t.Run(string(iso), func(t *testing.T) {
+			c := Config{Isolation: iso, Cgroups: CgroupsOff, NsjailPath: testenv.Nsjail(t), Timeout: 5 * time.Second}
+			s, err := New(c, UIDRange{Base: testenv.UIDBase(t), Size: 16})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			p := startIn(t, s)
+			if p.w.group != nil {
+				t.Fatalf("cgroups off, yet the worker has a group")
+			}
+			if nice, err := syscall.Getpriority(syscall.PRIO_USER, p.w.uid); err != nil || 20-nice != spawnNice {
+				t.Fatalf("an idle worker's nice value is %d (%v), want %d", 20-nice, err, spawnNice)
+			}
+			res, err := p.Run(context.Background(), executor.Request{Mode: executor.ModeSingle, Script: []byte(script)})
+			if err != nil || res.Status != executor.StatusOK || string(res.Value) != "0" {
+				t.Fatalf("the run saw nice %s, want 0: %v %+v", res.Value, err, res)
+			}
 		})
 	}
 }

@@ -92,8 +92,14 @@ func (w *worker) setRunning(on bool) {
 // raisePriority raises the worker from spawnNice to 0. It was spawned at
 // nice 19 so that spawns yield to running requests; now it is a running
 // request. Its uid is unique to this worker, so PRIO_USER reaches exactly
-// its processes.
+// its processes. A worker alone in a group of the cpu controller is left
+// as it is: there its nice value weighs only against its own processes,
+// and the group's weight is what setRunning raises (setpriority with
+// PRIO_USER walks every process on the host).
 func (w *worker) raisePriority() {
+	if w.group != nil && w.group.cpu != "" {
+		return
+	}
 	if err := syscall.Setpriority(syscall.PRIO_USER, w.uid, 0); err != nil {
 		w.cfg.Log("jailproc: raise worker priority", "uid", w.uid, "err", err)
 	}
