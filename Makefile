@@ -15,7 +15,7 @@ CELL_RUNS ?= 10000
 # machine misses the end of the window (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: run test test-python test-cgroup2 build setup setup-test vet fuzz bench clean
+.PHONY: run test test-python test-cgroup2 build zygote setup setup-test vet fuzz bench clean
 
 run: setup build
 	PORT=$(PORT) exec ./bin/executor
@@ -23,6 +23,12 @@ run: setup build
 build:
 	go build -o bin/executor ./cmd/executor
 	go build -o bin/loadtest ./cmd/loadtest
+
+# The zygote's fork loop (pyworker/zygote/zygote.c), embedded in the server
+# as a built file: run after editing the C source and commit both (pyworker's
+# tests fail when they do not match). go build and make run need no compiler.
+zygote:
+	pyworker/zygote/build.sh
 
 setup:
 	scripts/setup.sh run

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,7 +158,8 @@ func (s *Supervisor) cellArgs(base, n int) []string {
 		"--rlimit_nofile", "max", "--rlimit_nproc", "max",
 		"--rlimit_stack", "8", "--rlimit_core", "0",
 	}
-	a = append(a, s.fsEnvArgs([]string{s.workerPyc + ":" + workerInJail})...)
+	a = append(a, s.fsEnvArgs([]string{s.workerPyc + ":" + workerInJail,
+		filepath.Join(s.workerDir, zygoteLoopOnHost) + ":" + zygoteLoopInJail})...)
 	if s.cells.policy != "" {
 		a = append(a, "--seccomp_string", s.cells.policy)
 	}

@@ -584,3 +584,24 @@ def main():
 	}
 	t.Logf("%s", cell.Value)
 }
+
+// A cell child goes through the interpreter's own after-fork steps, as a
+// child of os.fork does: the random module, imported once by the zygote
+// (a preload), reseeds itself in every child, so two runs of a transform
+// never draw the same numbers (without those steps every child would
+// repeat the zygote's sequence).
+func TestEveryCellChildOfAZygoteThatPreloadedRandomDrawsItsOwnNumbers(t *testing.T) {
+	s := newCellSupervisor(t, jailproc.Config{Preload: []string{"random"}}, 64)
+	const script = "import random, sys\ndef main():\n    return ['random' in sys.modules, random.getrandbits(64)]\n"
+	seen := map[string]bool{}
+	for i := 0; i < 4; i++ {
+		res := runScript(t, s, script)
+		if res.Status != executor.StatusOK || !strings.HasPrefix(string(res.Value), "[true,") {
+			t.Fatalf("run %d: %+v", i, res)
+		}
+		if seen[string(res.Value)] {
+			t.Fatalf("run %d drew %s, as a run before it did: children share the zygote's random state", i, res.Value)
+		}
+		seen[string(res.Value)] = true
+	}
+}

@@ -23,11 +23,18 @@ var DefaultSeccompPolicy string
 // SeccompNone as Config.SeccompPolicy disables seccomp filtering.
 const SeccompNone = "none"
 
-// workerInJail is where the compiled worker is mounted inside every jail.
-const workerInJail = "/opt/pyworker/worker.pyc"
+// workerInJail is where the compiled worker is mounted inside every jail;
+// a cell also mounts the zygote's fork loop beside it (worker.py's
+// _ZYGOTE_LOOP).
+const (
+	workerInJail     = "/opt/pyworker/worker.pyc"
+	zygoteLoopInJail = "/opt/pyworker/zygote.so"
+	zygoteLoopOnHost = "zygote.so"
+)
 
 // compileWorker compiles pyworker.Source once, with the jail's own
-// interpreter, into a .pyc file in a new private folder. Started as
+// interpreter, into a .pyc file in a new private folder (beside it the
+// zygote's fork loop, pyworker.ZygoteLoop). Started as
 // `python3 worker.pyc`, the interpreter unmarshals the code instead of
 // compiling 25 KB of source on every spawn (3.6 ms of CPU each, here).
 func compileWorker(python string) (dir, pyc string, err error) {
@@ -51,6 +58,10 @@ func compileWorker(python string) (dir, pyc string, err error) {
 		return "", "", err
 	}
 	if err := os.WriteFile(pyc, out, 0o444); err != nil {
+		os.RemoveAll(dir)
+		return "", "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, zygoteLoopOnHost), pyworker.ZygoteLoop, 0o555); err != nil {
 		os.RemoveAll(dir)
 		return "", "", err
 	}

@@ -33,6 +33,14 @@ import (
 //go:embed worker.py
 var Source string
 
+// ZygoteLoop is the zygote's fork loop (zygote/zygote.c, cell isolation), built
+// for linux/amd64 by `make zygote`; jailproc mounts it beside the compiled
+// worker, and worker.py's zygote loads it with ctypes. The test
+// TestTheEmbeddedZygoteLoopIsBuiltFromItsSource rebuilds it and compares.
+//
+//go:embed zygote/zygote.so
+var ZygoteLoop []byte
+
 // ProtocolVersion is the version this package speaks; the worker announces it
 // in its ready line and the server sends it in each request header.
 const ProtocolVersion = 1

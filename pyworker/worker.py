@@ -878,7 +878,9 @@ def _main():
 # The zygote imports the preloads once, then forks one single-use worker per
 # request of the server. It never runs user code: each child makes itself a
 # sandbox (the steps of _Zygote._enter, in this order) and only then says it is
-# ready; user code arrives after that.
+# ready; user code arrives after that. The fork loop itself is C
+# (pyworker/zygote/zygote.c, loaded from _ZYGOTE_LOOP): a new child returns
+# from it here.
 
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWUTS = 0x04000000
@@ -892,7 +894,7 @@ _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_DUMPABLE = 4
 _SECCOMP_MODE_FILTER = 2
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
-_FDS_SPACE = _socket.CMSG_SPACE(8)  # two descriptors
+_ZYGOTE_LOOP = '/opt/pyworker/zygote.so'  # zygote/zygote.c, mounted beside the worker
 
 
 def _zygote_main(arg):
@@ -903,7 +905,6 @@ def _zygote_main(arg):
         import ctypes
         import gc
         import resource
-        import select
         limits = [int(x) for x in parts[3].split(',')]
         filt = bytes.fromhex(parts[4])
         if len(limits) != 6 or not filt or len(filt) % 8:
@@ -912,7 +913,7 @@ def _zygote_main(arg):
     except BaseException as e:
         _fail_start('zygote: ' + _exc_line(e))
     _configure(parts[2], parts[1])
-    z = _Zygote(ctypes, libc, resource, select, limits, filt)
+    z = _Zygote(ctypes, libc, resource, limits, filt)
     gc.collect()
     gc.freeze()  # the children's first collections do not touch (copy) our pages
     try:
@@ -924,11 +925,9 @@ def _zygote_main(arg):
 
 
 class _Zygote:
-    def __init__(self, ctypes, libc, resource, select, limits, filt):
-        self.ctypes, self.libc, self.resource, self.select = ctypes, libc, resource, select
-        self.limits = limits  # RLIMIT_AS, RLIMIT_CPU (s), RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_NPROC, /tmp size
-        self.pending = {}  # cell pid of a live child -> its id (bytes)
-        self.pidfds = {}  # cell pid of a live child -> a pidfd on it, polled for its exit
+    def __init__(self, ctypes, libc, resource, limits, filt):
+        self.ctypes, self.resource = ctypes, resource
+        # limits: RLIMIT_AS, RLIMIT_CPU (s), RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_NPROC, /tmp size
         self.ctrl = _socket.socket(fileno=3)
 
         class FProg(ctypes.Structure):
@@ -939,7 +938,7 @@ class _Zygote:
         # Everything a child uses is made here, once: a child that looks up
         # a libc function or builds a ctypes type writes (copies) pages the
         # zygote could have shared with it.
-        self.unshare, self.setns, self.mount = libc.unshare, libc.setns, libc.mount
+        self.unshare, self.mount = libc.unshare, libc.mount
         self.prctl, self.capset = libc.prctl, libc.capset
         self.cap_hdr = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
         self.cap_data = (ctypes.c_uint32 * 6)()
@@ -955,89 +954,34 @@ class _Zygote:
         # A child's exit is seen on a pidfd of it, not through a SIGCHLD
         # handler: the zygote installs no signal handler at all, so a child
         # has none to undo (and no signal machinery to touch) before it runs
-        # user code.
-        self.poll = select.poll()
-        self.poll.register(3, select.POLLIN)
+        # user code. PyDLL: the loop runs with the GIL held (there is no
+        # other thread) and a child returns from it into the interpreter.
+        self.lib = ctypes.PyDLL(_ZYGOTE_LOOP)
+        self.lib.zyg_serve.restype = ctypes.c_int
+        self.lib.zyg_serve.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t)
+
+        class ChildArgs(ctypes.Structure):
+            _fields_ = [('id', ctypes.c_char * 24), ('uid', ctypes.c_int),
+                        ('stdin_fd', ctypes.c_int), ('res_fd', ctypes.c_int)]
+
+        self.args = ChildArgs()
+        if self.lib.zyg_init() != 0:
+            raise MemoryError('zygote loop tables')
         self.ctrl.send(b'SSE-ZREADY 1')
 
     def loop(self):
-        poll, command, reap = self.poll, self.command, self.reap
-        while True:
-            exited = False
-            for fd, _ in poll.poll():
-                if fd == 3:
-                    command()
-                else:
-                    exited = True  # a child's pidfd: it has exited
-            if exited:
-                reap()
-
-    def command(self):
-        try:
-            msg, anc, flags, _ = self.ctrl.recvmsg(256, _FDS_SPACE)
-        except InterruptedError:
-            return
-        fds = []
-        for level, kind, data in anc:
-            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-                for i in range(0, len(data) - len(data) % 4, 4):
-                    fds.append(int.from_bytes(data[i:i + 4], sys.byteorder, signed=True))
-        if not msg:
+        # The fork loop is C (zygote.c): the Python one wrote (copied) ~75
+        # pages of the zygote after every fork; this one never touches the
+        # interpreter's memory, which the children share. It returns only in
+        # a new child, when the server closes the cell, or on a failure.
+        ctypes, lib, args = self.ctypes, self.lib, self.args
+        err = ctypes.create_string_buffer(256)
+        r = lib.zyg_serve(3, self.pidns, ctypes.byref(args), err, len(err))
+        if r == 1:
+            self.child(int(args.uid), int(args.stdin_fd), int(args.res_fd))  # never returns
+        if r == 0:
             _exit(0)  # the server closed the cell: pid 1 exits, every child dies
-        f = msg.split(b' ')
-        if len(f) != 3 or f[0] != b'F' or not f[2].isdigit() or len(fds) != 2 or flags & _socket.MSG_CTRUNC:
-            _die(5, 'zygote: malformed fork request %r with %d descriptors' % (msg[:64], len(fds)))
-        self.fork(f[1], int(f[2]), fds[0], fds[1])
-
-    def fork(self, cid, uid, stdin_fd, res_fd):
-        # The child is pid 1 of a pid namespace of its own: unshare(NEWPID)
-        # makes the zygote's next child the first process of a new one; setns
-        # back to the zygote's own pid namespace right after the fork makes
-        # the one after that start another. One fork per child, and the zygote
-        # is its parent (it reaps it).
-        self.check(self.unshare(_CLONE_NEWPID), 'unshare(CLONE_NEWPID)')
-        try:
-            pid = posix.fork()
-        except BaseException:
-            self.own_pidns()
-            raise
-        if pid == 0:
-            self.child(uid, stdin_fd, res_fd)  # never returns: exits or raises _BecomeWorker
-        self.own_pidns()
-        posix.close(stdin_fd)
-        posix.close(res_fd)
-        self.pending[pid] = cid
-        try:
-            fd = posix.pidfd_open(pid)
-        except OSError as e:
-            _die(8, 'zygote: pidfd_open of its child: %s' % e)
-        self.pidfds[pid] = fd
-        self.poll.register(fd, self.select.POLLIN)
-
-    def own_pidns(self):
-        if self.setns(self.pidns, _CLONE_NEWPID) != 0:
-            _die(7, 'zygote: setns back to its own pid namespace failed')
-
-    def reap(self):
-        while True:
-            try:
-                pid, status, ru = posix.wait4(-1, posix.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            fd = self.pidfds.pop(pid, None)
-            if fd is not None:
-                self.poll.unregister(fd)
-                posix.close(fd)
-            cid = self.pending.pop(pid, None)
-            if cid is not None:
-                self.report(cid, status, ru)
-
-    def report(self, cid, status, ru):
-        cpu = int((ru.ru_utime + ru.ru_stime) * 1e6) if ru is not None else 0
-        rss = ru.ru_maxrss if ru is not None else 0
-        self.ctrl.send(b'X ' + cid + b' %d %d %d' % (status, cpu, rss))
+        _die(-r if 0 < -r < 100 else 6, 'zygote: ' + err.value.decode('utf-8', 'backslashreplace'))
 
     def child(self, uid, stdin_fd, res_fd):
         # In the forked child, pid 1 of its own pid namespace. Anything that

@@ -5,7 +5,8 @@
 #   scripts/setup.sh test   also what the tests need: promtool and a real
 #                           Prometheus server, numpy for the transform tests,
 #                           headless Chromium (and a font) for the load-report
-#                           page test, curl for the docs' examples
+#                           page test, curl for the docs' examples, gcc to
+#                           check the embedded zygote loop against its source
 set -euo pipefail
 
 # with_services_blocked CMD...: runs CMD while /usr/sbin/policy-rc.d refuses
@@ -58,6 +59,7 @@ if [ "$what" = test ]; then
   /usr/bin/python3 -c 'import numpy' >/dev/null 2>&1 || need_apt+=(python3-numpy)
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
   command -v curl >/dev/null 2>&1 || need_apt+=(curl) # docs/examples_test.go runs the docs' curl examples
+  command -v gcc >/dev/null 2>&1 || need_apt+=(gcc) # pyworker rebuilds the embedded zygote loop to check it
   # Chromium draws text with whatever fontconfig finds; a slim image has none.
   [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 fi
