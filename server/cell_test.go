@@ -21,10 +21,7 @@ func zygotesOf(t *testing.T, uidBase int) []int {
 	t.Helper()
 	var out []int
 	procs := hostProcesses()
-	byPID := map[int]procInfo{}
-	for _, p := range procs {
-		byPID[p.pid] = p
-	}
+	byPID := procsByPID(procs)
 	for _, p := range procs {
 		parent, ok := byPID[p.ppid]
 		if !ok || parent.name != "nsjail" || parent.ppid != os.Getpid() {

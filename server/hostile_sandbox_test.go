@@ -480,9 +480,14 @@ def main():
 		go func() { done <- h.execute(t, "import time\ndef main():\n    time.sleep(1.0)\n    return 'slept'\n") }()
 		waitJailProcesses(t, "the script to sleep", 1, sleeping)
 		n := 0
-		for _, p := range hostProcesses() {
+		procs := hostProcesses()
+		byPID := procsByPID(procs)
+		for _, p := range procs {
 			if len(p.uids) != 4 || !inJailRange(p.uids[0]) {
 				continue
+			}
+			if inCellSetUp(p, byPID) {
+				continue // a replacement child being set up, as nsjail's below
 			}
 			if p.name == "nsjail" {
 				// A replacement jail being set up: nsjail's child has taken
@@ -726,6 +731,24 @@ func isZygote(p procInfo) bool {
 	return false
 }
 
+// inCellSetUp reports whether p is a cell child its zygote is still setting
+// up: forked, still the zygote's uid (uid 0 of the cell, with the cell's
+// capabilities), not yet dropped to its own. It runs zygote code only: a
+// script reaches a child after its ready line, once the server has checked
+// from /proc that it dropped everything (jailproc.checkSandboxed).
+func inCellSetUp(p procInfo, byPID map[int]procInfo) bool {
+	z, ok := byPID[p.ppid]
+	return ok && len(p.uids) > 0 && len(z.uids) > 0 && p.uids[0] == z.uids[0] && isZygote(z)
+}
+
+func procsByPID(procs []procInfo) map[int]procInfo {
+	m := make(map[int]procInfo, len(procs))
+	for _, p := range procs {
+		m[p.pid] = p
+	}
+	return m
+}
+
 // checkCellChildrenUIDs checks, from the host, that the live cell children
 // (each the pid 1 of its own pid namespace, with whatever its script forked)
 // never share a uid: one uid per pid namespace, one pid namespace per uid.
@@ -733,8 +756,10 @@ func checkCellChildrenUIDs(t *testing.T, atLeast int) {
 	t.Helper()
 	uidOf := map[string]int{} // pid namespace -> uid
 	nsOf := map[int]string{}  // uid -> pid namespace
-	for _, p := range hostProcesses() {
-		if len(p.uids) == 0 || !inJailRange(p.uids[0]) || isZygote(p) || strings.HasPrefix(p.fields["State"], "Z") {
+	procs := hostProcesses()
+	byPID := procsByPID(procs)
+	for _, p := range procs {
+		if len(p.uids) == 0 || !inJailRange(p.uids[0]) || isZygote(p) || inCellSetUp(p, byPID) || strings.HasPrefix(p.fields["State"], "Z") {
 			continue
 		}
 		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", p.pid))

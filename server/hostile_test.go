@@ -399,8 +399,10 @@ func waitForkedJail(t *testing.T) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		perUID := map[int]int{}
-		for _, p := range hostProcesses() {
-			if len(p.uids) == 4 && inJailRange(p.uids[0]) {
+		procs := hostProcesses()
+		byPID := procsByPID(procs)
+		for _, p := range procs {
+			if len(p.uids) == 4 && inJailRange(p.uids[0]) && !inCellSetUp(p, byPID) {
 				if perUID[p.uids[0]]++; perUID[p.uids[0]] > 1 {
 					return
 				}
