@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/secure-script-executor/executor/pyworker"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultSeccompPolicy is the kafel policy applied to every jail unless
@@ -37,7 +38,7 @@ const (
 // zygote's fork loop, pyworker.ZygoteLoop). Started as
 // `python3 worker.pyc`, the interpreter unmarshals the code instead of
 // compiling 25 KB of source on every spawn (3.6 ms of CPU each, here).
-func compileWorker(python string) (dir, pyc string, err error) {
+func compileWorker(python string, cell bool) (dir, pyc string, err error) {
 	cmd := exec.Command(python, "-I", "-S", "-B", "-c",
 		"import sys, marshal, importlib.util\n"+
 			"code = compile(sys.stdin.buffer.read(), '<pyworker>', 'exec', dont_inherit=True)\n"+
@@ -47,7 +48,7 @@ func compileWorker(python string) (dir, pyc string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("compile the worker with %s: %w", python, err)
 	}
-	dir, err = workerFolder()
+	dir, err = workerFolder(cell)
 	if err != nil {
 		return "", "", err
 	}
@@ -78,21 +79,41 @@ const neutralWorkerParent = "/run/executor"
 // neutralWorkerParent if possible, else in $TMPDIR or /tmp. nsjail resolves
 // bind-mount sources as the jail's unprivileged uid, so every folder above
 // the file must be searchable by others: a private $TMPDIR (0700) would make
-// every spawn fail.
-func workerFolder() (string, error) {
-	if os.MkdirAll(neutralWorkerParent, 0o755) == nil && searchableByAll(neutralWorkerParent) {
-		if dir, err := os.MkdirTemp(neutralWorkerParent, "worker-"); err == nil {
-			return dir, nil
+// every spawn fail. A cell's zygote maps its fork loop (zygote.so) from the
+// folder, so for cell isolation its file system must allow exec: a noexec
+// /run or /tmp (a common hardening) is passed over.
+func workerFolder(cell bool) (string, error) {
+	os.MkdirAll(neutralWorkerParent, 0o755) // only as root; else the next parent
+	return workerFolderIn([]string{neutralWorkerParent, os.TempDir(), "/tmp"}, cell)
+}
+
+func workerFolderIn(parents []string, needExec bool) (string, error) {
+	var why []string
+	for _, p := range parents {
+		switch {
+		case !searchableByAll(p):
+			why = append(why, p+" is not searchable by every uid")
+		case needExec && noexec(p):
+			why = append(why, p+" is on a noexec file system (cell isolation maps the zygote's fork loop from it)")
+		default:
+			prefix := "executor-pyworker-"
+			if p == neutralWorkerParent {
+				prefix = "worker-"
+			}
+			dir, err := os.MkdirTemp(p, prefix)
+			if err == nil {
+				return dir, nil
+			}
+			why = append(why, err.Error())
 		}
 	}
-	parent := os.TempDir()
-	if !searchableByAll(parent) {
-		parent = "/tmp"
-	}
-	if !searchableByAll(parent) {
-		return "", fmt.Errorf("no folder searchable by the jails' uids to hold the worker (tried %s, %s and /tmp)", neutralWorkerParent, os.TempDir())
-	}
-	return os.MkdirTemp(parent, "executor-pyworker-")
+	return "", fmt.Errorf("no folder can hold the worker: %s", strings.Join(why, "; "))
+}
+
+// noexec reports whether path is on a file system mounted noexec.
+func noexec(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Flags&unix.ST_NOEXEC != 0
 }
 
 // searchableByAll reports whether path and every folder above it can be

@@ -76,7 +76,7 @@ func New(c Config, uids UIDRange) (_ *Supervisor, err error) {
 			return nil, fmt.Errorf("jailproc: %w", err)
 		}
 	}
-	dir, pyc, err := compileWorker(l.python)
+	dir, pyc, err := compileWorker(l.python, c.Isolation == IsolationCell)
 	if err != nil {
 		return nil, fmt.Errorf("jailproc: %w", err)
 	}
