@@ -970,7 +970,7 @@ class _Zygote:
         self.ctrl.send(b'SSE-ZREADY 1')
 
     def loop(self):
-        # The fork loop is C (zygote.c): the Python one wrote (copied) ~75
+        # The fork loop is C (zygote.c): the Python one wrote (copied) 60-75
         # pages of the zygote after every fork; this one never touches the
         # interpreter's memory, which the children share. It returns only in
         # a new child, when the server closes the cell, or on a failure.

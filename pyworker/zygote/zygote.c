@@ -2,7 +2,7 @@
 // through ctypes.PyDLL, so with the GIL held and nothing else running.
 //
 // Why C: after every fork each page the zygote writes is copied, as the
-// new child still shares it. The Python loop wrote ~75 pages per fork
+// new child still shares it. The Python loop wrote 60-75 pages per fork
 // (reference counts, frames, allocations); this loop touches its stack,
 // the table below and the kernel's buffers, and never the interpreter's
 // memory, which the children share. The protocol is worker.py's
