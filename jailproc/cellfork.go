@@ -363,7 +363,7 @@ func checkSandboxed(pid, uid int) error {
 		{"CapInh", "0000000000000000"}, {"CapPrm", "0000000000000000"}, {"CapEff", "0000000000000000"},
 		{"CapBnd", "0000000000000000"}, {"CapAmb", "0000000000000000"}, {"NoNewPrivs", "1"}, {"Seccomp", "2"},
 	}
-	var seen [len(want)]bool
+	found := 0
 	for rest := buf[:n]; len(rest) > 0; {
 		line := rest
 		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
@@ -372,24 +372,18 @@ func checkSandboxed(pid, uid int) error {
 			rest = nil
 		}
 		k, v, _ := bytes.Cut(line, []byte(":"))
-		for i, w := range want {
+		for _, w := range want {
 			if string(k) != w.key {
 				continue
 			}
 			if v = bytes.TrimSpace(v); string(v) != w.value {
 				return fmt.Errorf("the child (pid %d) is not sandboxed: %s is %q, want %q", pid, w.key, v, w.value)
 			}
-			seen[i] = true
+			found++
 		}
 	}
-	missing := 0
-	for _, ok := range seen {
-		if !ok {
-			missing++
-		}
-	}
-	if missing > 0 {
-		return fmt.Errorf("the child (pid %d) is not sandboxed: its status lacks %d fields", pid, missing)
+	if found != len(want) {
+		return fmt.Errorf("the child (pid %d) is not sandboxed: its status lacks %d fields", pid, len(want)-found)
 	}
 	return nil
 }

@@ -97,7 +97,7 @@ func (w *worker) setRunning(on bool) {
 // and the group's weight is what setRunning raises (setpriority with
 // PRIO_USER walks every process on the host).
 func (w *worker) raisePriority() {
-	if w.group != nil && w.group.cpu != "" {
+	if w.group.weighsCPU() {
 		return
 	}
 	if err := syscall.Setpriority(syscall.PRIO_USER, w.uid, 0); err != nil {

@@ -48,10 +48,10 @@ type workerGroup struct {
 	kept              time.Time // when it was last kept
 	pidsCur, memUsage *os.File
 	oomCtl            *os.File
-	// v1: the files every run writes, kept open for writing (procsW: the
-	// cgroup.procs of each folder of dirs, in order; peakW: the peak memory
-	// reset; quotaW: the CPU quota). nil when not opened: writes then open
-	// the file by name.
+	// The files every run writes, kept open for writing (v1: procsW, the
+	// cgroup.procs of each folder of dirs, in order; peakW, the peak memory
+	// reset; quotaW, the CPU quota; both versions: weightW, the CPU weight).
+	// nil when not opened: writes then open the file by name.
 	procsW                 []*os.File
 	peakW, quotaW, weightW *os.File
 	// running is whether the group has the CPU weight of a running request
@@ -164,9 +164,12 @@ func (s *cgroupSetup) newGroup(lim groupLimits) (_ *workerGroup, err error) {
 	g.openCounters()
 	if g.version == CgroupV1 {
 		g.openWriters()
-	} else if g.cpu != "" {
-		// A v2 group lives one worker; its weight is still written twice.
-		g.weightW, _ = os.OpenFile(filepath.Join(g.cpu, "cpu.weight"), os.O_WRONLY, 0)
+	}
+	if g.cpu != "" {
+		// Written twice per run, in both versions (a v2 group lives one
+		// worker, a v1 group many).
+		file, _ := g.weight(false)
+		g.weightW, _ = os.OpenFile(filepath.Join(g.cpu, file), os.O_WRONLY, 0)
 	}
 	return g, nil
 }
@@ -186,14 +189,17 @@ func (g *workerGroup) openWriters() {
 	g.peakW, _ = os.OpenFile(filepath.Join(g.mem, "memory.max_usage_in_bytes"), os.O_WRONLY, 0)
 	if g.cpu != "" {
 		g.quotaW, _ = os.OpenFile(filepath.Join(g.cpu, "cpu.cfs_quota_us"), os.O_WRONLY, 0)
-		g.weightW, _ = os.OpenFile(filepath.Join(g.cpu, "cpu.shares"), os.O_WRONLY, 0)
 	}
 }
+
+// weighsCPU reports whether the group has the cpu controller: its weight,
+// not its tasks' nice values, decides its share of the CPU.
+func (g *workerGroup) weighsCPU() bool { return g != nil && g.cpu != "" }
 
 // setRunning gives the group the CPU weight of a running request (on) or
 // the least weight (off). A no-op without the cpu controller.
 func (g *workerGroup) setRunning(on bool) error {
-	if g.cpu == "" || g.running == on {
+	if !g.weighsCPU() || g.running == on {
 		return nil
 	}
 	file, value := g.weight(on)
@@ -274,19 +280,6 @@ func (g *workerGroup) setLimits(lim groupLimits) error {
 		if err := g.write(g.mem, "memory.swap.max", "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
-		if err := g.write(g.pids, "pids.max", strconv.Itoa(lim.procs)); err != nil {
-			return err
-		}
-		if g.cpu != "" {
-			file, idle := g.weight(false)
-			if err := g.write(g.cpu, file, idle); err != nil {
-				return err
-			}
-		}
-		if g.cpu != "" && lim.cpuMsPerSec > 0 {
-			return g.write(g.cpu, "cpu.max", fmt.Sprintf("%d %d", lim.cpuMsPerSec*1000, cpuPeriod))
-		}
-		return nil
 	}
 	if err := g.write(g.pids, "pids.max", strconv.Itoa(lim.procs)); err != nil {
 		return err
@@ -297,6 +290,12 @@ func (g *workerGroup) setLimits(lim groupLimits) error {
 		if err := g.write(g.cpu, file, idle); err != nil {
 			return err
 		}
+	}
+	if g.version == CgroupV2 {
+		if g.cpu != "" && lim.cpuMsPerSec > 0 {
+			return g.write(g.cpu, "cpu.max", fmt.Sprintf("%d %d", lim.cpuMsPerSec*1000, cpuPeriod))
+		}
+		return nil
 	}
 	if g.cpu != "" && lim.cpuMsPerSec > 0 {
 		if err := g.write(g.cpu, "cpu.cfs_period_us", strconv.Itoa(cpuPeriod)); err != nil {
