@@ -153,7 +153,7 @@ func (s *cgroupSetup) newGroup(lim groupLimits) (_ *workerGroup, err error) {
 		if dir == "" || containsString(g.dirs, dir) {
 			continue
 		}
-		if err := cgroupMkdir(dir); err != nil {
+		if err := cgroupOp(func() error { return cgroupMkdir(dir) }); err != nil {
 			return nil, fmt.Errorf("create worker cgroup: %w", err)
 		}
 		g.dirs = append(g.dirs, dir)
@@ -358,17 +358,19 @@ func (g *workerGroup) write(dir, file, value string) error {
 // be in some of its folders and not others.
 func (g *workerGroup) attach(pid int) error {
 	v := strconv.Itoa(pid)
-	for i, dir := range g.dirs {
-		var f *os.File
-		if i < len(g.procsW) {
-			f = g.procsW[i]
+	return cgroupOp(func() error {
+		for i, dir := range g.dirs {
+			var f *os.File
+			if i < len(g.procsW) {
+				f = g.procsW[i]
+			}
+			if err := g.writeTo(f, dir, "cgroup.procs", v); err != nil {
+				g.pool = nil
+				return fmt.Errorf("attach pid to its group: %w", err)
+			}
 		}
-		if err := g.writeTo(f, dir, "cgroup.procs", v); err != nil {
-			g.pool = nil
-			return fmt.Errorf("attach pid to its group: %w", err)
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // groupUsage is what the group's processes consumed, as far as measured.
@@ -463,7 +465,7 @@ func (g *workerGroup) remove() error {
 	for i := len(g.dirs) - 1; i >= 0; i-- {
 		var err error
 		for try := 0; try < removeTries; try++ {
-			if err = cgroupRemoveDir(g.dirs[i]); err == nil || errors.Is(err, os.ErrNotExist) {
+			if err = cgroupOp(func() error { return cgroupRemoveDir(g.dirs[i]) }); err == nil || errors.Is(err, os.ErrNotExist) {
 				err = nil
 				break
 			}
