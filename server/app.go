@@ -68,6 +68,7 @@ func NewApp(cfg config, log *slog.Logger) (*App, error) {
 	}
 	a.api = httpapi.New(a.apiConfig(reg), (*runner)(a))
 	applyMemoryLimit(cfg, log)
+	applyGCPercent(log)
 	return a, nil
 }
 

@@ -25,3 +25,22 @@ func applyMemoryLimit(cfg config, log *slog.Logger) {
 	debug.SetMemoryLimit(limit)
 	log.Debug("Go memory limit set from --max-inflight-body", "limit", formatSize(limit), "max_inflight_body", formatSize(cfg.MaxInflightBody))
 }
+
+// gcPercent is the collector's GOGC unless the operator set one. The
+// server's live heap is a few MiB and nearly all it allocates is one run's
+// garbage, so at Go's default of 100 the collector ran every few
+// milliseconds under load: 1.7% of the machine's CPU at 600 runs/s (perf,
+// cell mode, closed loop c=16), beside 1.4% allocating. At 400 it runs a
+// quarter as often, for a heap of a few tens of MiB; the soft memory limit
+// above still bounds it (near the limit the collector runs more often).
+const gcPercent = 400
+
+// applyGCPercent sets gcPercent, unless the operator set GOGC (the runtime
+// already applied it).
+func applyGCPercent(log *slog.Logger) {
+	if os.Getenv("GOGC") != "" {
+		return
+	}
+	debug.SetGCPercent(gcPercent)
+	log.Debug("Go collector target set", "gogc", gcPercent)
+}
