@@ -297,6 +297,13 @@ func (k *cellChild) readReady(ctx context.Context, conn *net.UnixConn, diag *tai
 	}
 	cred, err := parseCred(oob[:oobn])
 	if err == nil && int(cred.Uid) != k.uid {
+		// A child whose set-up failed before it took its own uid says why
+		// with the zygote's (zygote.c, child_fail): worth reporting, and
+		// never taken for a ready line.
+		var se *pyworker.StartError
+		if int(cred.Uid) == k.c.base && errors.As(pyworker.ReadReady(bufio.NewReader(bytes.NewReader(buf[:n]))), &se) {
+			return fmt.Errorf("jailproc: worker start-up failed: %w", se)
+		}
 		err = fmt.Errorf("the ready line came from uid %d, not the child's %d", cred.Uid, k.uid)
 	}
 	if err != nil {

@@ -79,3 +79,31 @@ func TestTheZygoteEndsItsCellOnAMalformedForkRequest(t *testing.T) {
 		})
 	}
 }
+
+// A step of a new child's sandbox that fails (here the open-files limit,
+// above what the cell may grant) ends the child before anything else runs in
+// it, and the start fails naming the step: the child says why on its result
+// socket, and is never handed a request.
+func TestACellChildWhoseSandboxStepFailsNamesItAndNeverStarts(t *testing.T) {
+	var hard syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &hard); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Isolation: IsolationCell, NsjailPath: testenv.Nsjail(t), Cgroups: CgroupsOff, Timeout: 5 * time.Second,
+		MaxOpenFiles: int(hard.Max) + 1},
+		UIDRange{Base: testenv.UIDBase(t), Size: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := s.Start(ctx)
+	if err == nil {
+		p.Kill()
+		t.Fatalf("a child started with RLIMIT_NOFILE %d, above the hard limit %d", hard.Max+1, hard.Max)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "cell child set-up: setrlimit") {
+		t.Errorf("the start error does not name the failed step: %v", err)
+	}
+}

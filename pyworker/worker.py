@@ -877,23 +877,11 @@ def _main():
 # capabilities nsjail kept, fd 3 a SOCK_SEQPACKET control socket to the server.
 # The zygote imports the preloads once, then forks one single-use worker per
 # request of the server. It never runs user code: each child makes itself a
-# sandbox (the steps of _Zygote._enter, in this order) and only then says it is
-# ready; user code arrives after that. The fork loop itself is C
-# (pyworker/zygote/zygote.c, loaded from _ZYGOTE_LOOP): a new child returns
-# from it here.
+# sandbox and only then says it is ready; user code arrives after that. The
+# fork loop and the sandbox steps are C (pyworker/zygote/zygote.c, loaded
+# from _ZYGOTE_LOOP): a new child returns from it here, a sandbox already.
 
-_CLONE_NEWNS = 0x00020000
-_CLONE_NEWUTS = 0x04000000
-_CLONE_NEWIPC = 0x08000000
-_CLONE_NEWPID = 0x20000000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
-_MS_REC, _MS_PRIVATE = 0x4000, 0x40000
 _PR_CAPBSET_DROP = 24
-_PR_SET_SECCOMP = 22
-_PR_SET_NO_NEW_PRIVS = 38
-_PR_SET_DUMPABLE = 4
-_SECCOMP_MODE_FILTER = 2
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _ZYGOTE_LOOP = '/opt/pyworker/zygote.so'  # zygote/zygote.c, mounted beside the worker
 
 
@@ -926,29 +914,10 @@ def _zygote_main(arg):
 
 class _Zygote:
     def __init__(self, ctypes, libc, resource, limits, filt):
-        self.ctypes, self.resource = ctypes, resource
+        self.ctypes = ctypes
         # limits: RLIMIT_AS, RLIMIT_CPU (s), RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_NPROC, /tmp size
         self.ctrl = _socket.socket(fileno=3)
-
-        class FProg(ctypes.Structure):
-            _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.c_void_p)]
-
-        self.filt = ctypes.create_string_buffer(filt, len(filt))
-        self.fprog = FProg(len(filt) // 8, ctypes.cast(self.filt, ctypes.c_void_p))
-        # Everything a child uses is made here, once: a child that looks up
-        # a libc function or builds a ctypes type writes (copies) pages the
-        # zygote could have shared with it.
-        self.unshare, self.mount = libc.unshare, libc.mount
-        self.prctl, self.capset = libc.prctl, libc.capset
-        self.cap_hdr = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
-        self.cap_data = (ctypes.c_uint32 * 6)()
-        self.tmp_opts = b'size=%d,mode=1777' % limits[5]
-        as_, cpu, fsize, nofile, nproc, _ = limits
-        R = resource
-        self.rlimits = tuple((res, (val, val)) for res, val in (
-            (R.RLIMIT_AS, as_), (R.RLIMIT_CPU, cpu), (R.RLIMIT_FSIZE, fsize), (R.RLIMIT_NOFILE, nofile),
-            (R.RLIMIT_NPROC, nproc), (R.RLIMIT_STACK, 8 << 20), (R.RLIMIT_CORE, 0)))
-        self.fprog_ref = ctypes.byref(self.fprog)
+        self.prctl = libc.prctl
         self.drop_bounding_set()
         self.pidns = posix.open('/proc/self/ns/pid', posix.O_RDONLY | posix.O_CLOEXEC)
         # A child's exit is seen on a pidfd of it, not through a SIGCHLD
@@ -965,7 +934,19 @@ class _Zygote:
                         ('stdin_fd', ctypes.c_int), ('res_fd', ctypes.c_int)]
 
         self.args = ChildArgs()
-        if self.lib.zyg_init() != 0:
+        # What each child's sandbox needs (zygote.c, sandbox), given once:
+        # the /tmp mount options, the rlimits nsjail gives a jail (soft =
+        # hard) and the child's seccomp filter.
+        as_, cpu, fsize, nofile, nproc, tmp = limits
+        R = resource
+        rlimits = ((R.RLIMIT_AS, as_), (R.RLIMIT_CPU, cpu), (R.RLIMIT_FSIZE, fsize), (R.RLIMIT_NOFILE, nofile),
+                   (R.RLIMIT_NPROC, nproc), (R.RLIMIT_STACK, 8 << 20), (R.RLIMIT_CORE, 0))
+        res = (ctypes.c_int * len(rlimits))(*[r for r, _ in rlimits])
+        val = (ctypes.c_ulonglong * len(rlimits))(*[v for _, v in rlimits])
+        self.lib.zyg_init.restype = ctypes.c_int
+        self.lib.zyg_init.argtypes = (ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                      ctypes.c_ushort, ctypes.c_char_p)
+        if self.lib.zyg_init(b'size=%d,mode=1777' % tmp, len(rlimits), res, val, len(filt) // 8, filt) != 0:
             raise MemoryError('zygote loop tables')
         self.ctrl.send(b'SSE-ZREADY 1')
 
@@ -978,38 +959,24 @@ class _Zygote:
         err = ctypes.create_string_buffer(256)
         r = lib.zyg_serve(3, self.pidns, ctypes.byref(args), err, len(err))
         if r == 1:
-            self.child(int(args.uid), int(args.stdin_fd), int(args.res_fd))  # never returns
+            self.child()  # never returns
         if r == 0:
             _exit(0)  # the server closed the cell: pid 1 exits, every child dies
         _die(-r if 0 < -r < 100 else 6, 'zygote: ' + err.value.decode('utf-8', 'backslashreplace'))
 
-    def child(self, uid, stdin_fd, res_fd):
-        # In the forked child, pid 1 of its own pid namespace. Anything that
-        # fails ends it; once fd 3 is its result socket, the server is told why.
-        said = False
+    def child(self):
+        # In a forked child, pid 1 of its own pid namespace, already a
+        # sandbox (zygote.c, sandbox): fd 3 is its result socket, where any
+        # failure is reported.
         try:
-            self.ctrl.detach()  # fd 3 is replaced next; the object must not close it later
-            _dup2(res_fd, 3)
-            said = True
-            _dup2(stdin_fd, 0)
-            # Until the run's output pipes arrive, 1 and 2 are the read end of
-            # stdin: writes fail. Never the cell's own stdio.
-            _dup2(stdin_fd, 1)
-            _dup2(stdin_fd, 2)
-            # Step: fds 0-3 only.
-            posix.closerange(4, 1 << 20)
-            # Step: new mount, uts and ipc namespaces (the pid namespace is
-            # already its own: it is its pid 1).
-            self.check(self.unshare(_CLONE_NEWNS | _CLONE_NEWUTS | _CLONE_NEWIPC), 'unshare')
-            self._enter(uid)
+            self.ctrl.detach()  # fd 3 is no longer the control socket; the object must not close it
             _touch()
             sock = _ready()
         except BaseException as e:
-            if said:
-                try:
-                    _write(3, ('SSE-FAIL cell child set-up: %s\n' % _exc_line(e)).encode('utf-8', 'backslashreplace'))
-                except BaseException:
-                    pass
+            try:
+                _write(3, ('SSE-FAIL cell child set-up: %s\n' % _exc_line(e)).encode('utf-8', 'backslashreplace'))
+            except BaseException:
+                pass
             _exit(1)
         raise _BecomeWorker(sock)
 
@@ -1023,38 +990,6 @@ class _Zygote:
                 if self.ctypes.get_errno() == 22:  # EINVAL: past the kernel's last capability
                     break
                 self.check(-1, 'drop capability %d from the bounding set' % cap)
-
-    def _enter(self, uid):
-        mount, prctl, check = self.mount, self.prctl, self.check
-        # Step: mounts of our own: nothing propagates back to the cell; a
-        # private tmpfs /tmp; a /proc of our own pid namespace.
-        check(mount(None, b'/', None, _MS_REC | _MS_PRIVATE, None), 'make / private')
-        check(mount(b'none', b'/tmp', b'tmpfs', _MS_NOSUID | _MS_NODEV, self.tmp_opts), 'mount /tmp')
-        # The same options as a jail's /proc (jailproc hardeningArgs): only
-        # the process folders, other uids' processes invisible, read-only.
-        check(mount(b'proc', b'/proc', b'proc', _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
-                    b'subset=pid,hidepid=invisible'), 'mount /proc')
-        # Step: rlimits, as nsjail sets them for a jail.
-        setrlimit = self.resource.setrlimit
-        for res, val in self.rlimits:
-            setrlimit(res, val)
-        # (The capability bounding set is already empty: drop_bounding_set.)
-        # Step: our own uid and gid, no supplementary groups. Leaving uid 0
-        # clears the permitted and effective capability sets.
-        posix.setgroups([])
-        posix.setresgid(uid, uid, uid)
-        posix.setresuid(uid, uid, uid)
-        # Step: no inheritable capabilities either.
-        check(self.capset(self.cap_hdr, self.cap_data), 'capset')
-        # The uid change made the process non-dumpable, which hides its own
-        # /proc/self files (environ, fd, ...) from it. A jail's worker, fresh
-        # from execve, is dumpable; so is this child again. Only its own uid
-        # could use that, and the uid is its alone (ptrace is denied anyway).
-        check(prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0), 'dumpable')
-        # Step: no new privileges, then the child's seccomp filter. From here
-        # on nothing can be undone: filters stack and cannot be removed.
-        check(prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 'no_new_privs')
-        check(prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, self.fprog_ref, 0, 0), 'seccomp')
 
     def check(self, ret, what):
         if ret != 0:

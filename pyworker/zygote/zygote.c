@@ -11,16 +11,27 @@
 //	server -> zygote  "F <id> <uid>" + SCM_RIGHTS [stdin read end, result socket]
 //	zygote -> server  "X <id> <wait status> <cpu us> <maxrss KiB>" per child
 //
-// zyg_serve returns 1 in a new child (what it got in *out), 0 when the
-// server closed the control socket, and -N with a message in err on a
-// failure that must end the cell (worker.py exits with status N).
+// A new child makes itself a sandbox here, in C, before the interpreter
+// runs again (sandbox, below): the same steps in Python wrote (copied)
+// another ~60 of the zygote's pages per child for objects, frames and
+// calls that only set up the sandbox.
+//
+// zyg_serve returns 1 in a new child, sandboxed, 0 when the server closed
+// the control socket, and -N with a message in err on a failure that must
+// end the cell (worker.py exits with status N).
 #define _GNU_SOURCE
 #include <errno.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -46,6 +57,14 @@ struct live {
 static struct live *lives;
 static int nlive, caplive;
 static struct pollfd *pfds;
+
+// What every child's sandbox needs, copied once by zyg_init.
+#define MAX_RLIMITS 16
+static char tmp_opts[128];
+static int nrlimits;
+static int rlimit_res[MAX_RLIMITS];
+static rlim_t rlimit_val[MAX_RLIMITS];
+static struct sock_fprog fprog;
 
 static int fail(char *err, size_t cap, int code, const char *what, int e)
 {
@@ -113,6 +132,84 @@ static int parse(const char *msg, int n, struct zyg_child_args *out)
 	return 0;
 }
 
+// child_fail tells the server why the set-up of a child failed (fd 3 is its
+// result socket by then) and ends the child.
+static void child_fail(const char *what, int e)
+{
+	char msg[256];
+	int n = snprintf(msg, sizeof msg, "SSE-FAIL cell child set-up: %s: %s\n", what, strerror(e));
+	if (n > 0 && write(3, msg, n < (int)sizeof msg ? n : (int)sizeof msg - 1) < 0) {
+		// nothing more to say: the server sees the child end unready
+	}
+	_exit(1);
+}
+
+// sandbox runs in a new child, pid 1 of its own pid namespace, before any
+// Python: it makes the child a sandbox, in this order, or ends it.
+// docs/SECURITY.md ("Isolation modes") lists the steps; the server checks
+// the result in /proc/<pid>/status before it hands the child a request.
+static void sandbox(const struct zyg_child_args *a)
+{
+	// Step: fds. 3 becomes the child's result socket (replacing the
+	// control socket: no child holds that past here), 0 its stdin pipe;
+	// until the run's output pipes arrive, 1 and 2 are the read end of
+	// stdin, so writes fail (never the cell's own stdio). Nothing else.
+	if (dup2(a->res_fd, 3) != 3)
+		_exit(1);
+	if (dup2(a->stdin_fd, 0) != 0 || dup2(a->stdin_fd, 1) != 1 || dup2(a->stdin_fd, 2) != 2)
+		child_fail("dup2", errno);
+	if (syscall(SYS_close_range, 4, ~0U, 0) != 0)
+		child_fail("close_range", errno);
+	// Step: new mount, uts and ipc namespaces (the pid namespace is its
+	// own already: it is its pid 1).
+	if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC) != 0)
+		child_fail("unshare", errno);
+	// Step: mounts of its own: nothing propagates back to the cell; a
+	// private tmpfs /tmp; a /proc of its own pid namespace, with a jail's
+	// options (jailproc hardeningArgs): only the process folders, other
+	// uids' processes invisible, read-only.
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+		child_fail("make / private", errno);
+	if (mount("none", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmp_opts) != 0)
+		child_fail("mount /tmp", errno);
+	if (mount("proc", "/proc", "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+		  "subset=pid,hidepid=invisible") != 0)
+		child_fail("mount /proc", errno);
+	// Step: rlimits, as nsjail sets them for a jail.
+	for (int i = 0; i < nrlimits; i++) {
+		struct rlimit rl = {rlimit_val[i], rlimit_val[i]};
+		if (setrlimit(rlimit_res[i], &rl) != 0)
+			child_fail("setrlimit", errno);
+	}
+	// Step: its own uid and gid, no supplementary groups (the capability
+	// bounding set is empty already: the zygote emptied its own). Leaving
+	// uid 0 clears the permitted and effective capability sets.
+	if (setgroups(0, NULL) != 0)
+		child_fail("setgroups", errno);
+	if (setresgid(a->uid, a->uid, a->uid) != 0)
+		child_fail("setresgid", errno);
+	if (setresuid(a->uid, a->uid, a->uid) != 0)
+		child_fail("setresuid", errno);
+	// Step: no inheritable capabilities either.
+	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct data[2];
+	memset(data, 0, sizeof data);
+	if (syscall(SYS_capset, &hdr, data) != 0)
+		child_fail("capset", errno);
+	// The uid change made the process non-dumpable, which hides its own
+	// /proc/self files (environ, fd, ...) from it. A jail's worker, fresh
+	// from execve, is dumpable; so is this child again. Only its own uid
+	// could use that, and the uid is its alone (ptrace is denied anyway).
+	if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0)
+		child_fail("dumpable", errno);
+	// Step: no new privileges, then the child's seccomp filter, on top of
+	// the cell's. From here on nothing can be undone.
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		child_fail("no_new_privs", errno);
+	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog, 0, 0) != 0)
+		child_fail("seccomp", errno);
+}
+
 // command handles one message on ctrl: 1 in a new child, 0 to go on,
 // 2 when the server closed the socket, negative on failure.
 static int command(int ctrl, int pidns, struct zyg_child_args *out, char *err, size_t cap)
@@ -173,6 +270,7 @@ static int command(int ctrl, int pidns, struct zyg_child_args *out, char *err, s
 		return fail(err, cap, 6, "unshare(CLONE_NEWPID)", errno);
 	pid_t pid = fork();
 	if (pid == 0) {
+		sandbox(out);
 		PyOS_AfterFork_Child();
 		return 1;
 	}
@@ -226,9 +324,27 @@ int zyg_serve(int ctrl, int pidns, struct zyg_child_args *out, char *err, size_t
 	}
 }
 
-// zyg_init allocates the tables once, before the first fork.
-int zyg_init(void)
+// zyg_init allocates the tables and copies what every child's sandbox needs,
+// once, before the first fork: the /tmp mount options, the rlimits (each
+// soft = hard) and the child's seccomp filter (n instructions). It returns
+// 0, or -1 on a configuration that does not fit or no memory.
+int zyg_init(const char *opts, int n, const int *res, const unsigned long long *val,
+	     unsigned short filter_len, const void *filter)
 {
+	if (!opts || strlen(opts) >= sizeof tmp_opts || n < 0 || n > MAX_RLIMITS || filter_len == 0 || !filter)
+		return -1;
+	strcpy(tmp_opts, opts);
+	nrlimits = n;
+	for (int i = 0; i < n; i++) {
+		rlimit_res[i] = res[i];
+		rlimit_val[i] = (rlim_t)val[i];
+	}
+	struct sock_filter *f = malloc(filter_len * sizeof *f);
+	if (!f)
+		return -1;
+	memcpy(f, filter, filter_len * sizeof *f);
+	fprog.len = filter_len;
+	fprog.filter = f;
 	caplive = 64;
 	lives = calloc(caplive, sizeof *lives);
 	pfds = calloc(caplive + 1, sizeof *pfds);
