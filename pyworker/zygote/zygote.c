@@ -20,6 +20,7 @@
 // the control socket, and -N with a message in err on a failure that must
 // end the cell (worker.py exits with status N).
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <grp.h>
 #include <linux/capability.h>
@@ -144,6 +145,28 @@ static void child_fail(const char *what, int e)
 	_exit(1);
 }
 
+// close_from_4 closes every descriptor above 3: close_range, or before
+// Linux 5.9 each one /proc/self/fd lists.
+static int close_from_4(void)
+{
+	if (syscall(SYS_close_range, 4, ~0U, 0) == 0)
+		return 0;
+	if (errno != ENOSYS)
+		return -1;
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return -1;
+	int self = dirfd(d);
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		int fd = atoi(e->d_name); // 0 for "." and ".."
+		if (fd > 3 && fd != self)
+			close(fd);
+	}
+	closedir(d);
+	return 0;
+}
+
 // sandbox runs in a new child, pid 1 of its own pid namespace, before any
 // Python: it makes the child a sandbox, in this order, or ends it.
 // docs/SECURITY.md ("Isolation modes") lists the steps; the server checks
@@ -158,8 +181,8 @@ static void sandbox(const struct zyg_child_args *a)
 		_exit(1);
 	if (dup2(a->stdin_fd, 0) != 0 || dup2(a->stdin_fd, 1) != 1 || dup2(a->stdin_fd, 2) != 2)
 		child_fail("dup2", errno);
-	if (syscall(SYS_close_range, 4, ~0U, 0) != 0)
-		child_fail("close_range", errno);
+	if (close_from_4() != 0)
+		child_fail("close the zygote's other descriptors", errno);
 	// Step: new mount, uts and ipc namespaces (the pid namespace is its
 	// own already: it is its pid 1).
 	if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC) != 0)
