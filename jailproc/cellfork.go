@@ -322,6 +322,12 @@ func (k *cellChild) readReady(ctx context.Context, conn *net.UnixConn, diag *tai
 		return &StartError{Err: err}
 	}
 	k.pid = int(cred.Pid)
+	if ctx.Err() != nil {
+		// Given up on while the line was on its way (the deadline that
+		// the cancellation sets can come after the read): not a start. The
+		// pidfd is open, so stop ends this child alone.
+		return fmt.Errorf("jailproc: start: %w", ctx.Err())
+	}
 	if err := pyworker.ReadReady(bufio.NewReader(bytes.NewReader(buf[:n]))); err != nil {
 		var se *pyworker.StartError
 		if errors.As(err, &se) {

@@ -243,6 +243,11 @@ func (s *Supervisor) spawn(uid int, group *workerGroup) (*Process, error) {
 // Config.StartTimeout.
 func (p *Process) handshake(ctx context.Context) error {
 	err := p.w.awaitReady(ctx)
+	if err == nil && ctx.Err() != nil {
+		// Ready, but given up on while the line was on its way (the
+		// deadline that the cancellation sets can come after the read).
+		return fmt.Errorf("jailproc: start: %w", ctx.Err())
+	}
 	if err == nil {
 		return nil
 	}

@@ -576,3 +576,24 @@ func TestKillReportsAWorkerCgroupThatCannotBeRemoved(t *testing.T) {
 		t.Fatalf("a second Kill = %v, want the same error", again)
 	}
 }
+
+// A start whose context is already done returns its error, never a worker,
+// and leaves no process of its jail behind (its cgroup parent is checked
+// empty when the test ends).
+func TestAJailStartWithACancelledContextReturnsNoWorkerAndLeavesNothing(t *testing.T) {
+	base := testenv.UIDBase(t)
+	s := newSupervisor(t, jailproc.Config{NsjailPath: testenv.Nsjail(t)}, base)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	p, err := s.Start(ctx)
+	if err == nil {
+		p.Kill()
+		t.Fatal("Start with a cancelled context returned a worker")
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Start with a cancelled context: %v, want context.Canceled", err)
+	}
+	if left := uidsInUse(base, 4); len(left) > 0 {
+		t.Errorf("processes of the abandoned jail left (pid:uid): %v", left)
+	}
+}
