@@ -295,14 +295,15 @@ func (k *cellChild) readReady(ctx context.Context, conn *net.UnixConn, diag *tai
 		}
 		return &StartError{Err: err, Diagnostics: diag.String()}
 	}
+	line := pyworker.ReadReady(bufio.NewReader(bytes.NewReader(buf[:n])))
+	var failed *pyworker.StartError
 	cred, err := parseCred(oob[:oobn])
 	if err == nil && int(cred.Uid) != k.uid {
 		// A child whose set-up failed before it took its own uid says why
 		// with the zygote's (zygote.c, child_fail): worth reporting, and
 		// never taken for a ready line.
-		var se *pyworker.StartError
-		if int(cred.Uid) == k.c.base && errors.As(pyworker.ReadReady(bufio.NewReader(bytes.NewReader(buf[:n]))), &se) {
-			return fmt.Errorf("jailproc: worker start-up failed: %w", se)
+		if int(cred.Uid) == k.c.base && errors.As(line, &failed) {
+			return fmt.Errorf("jailproc: worker start-up failed: %w", line)
 		}
 		err = fmt.Errorf("the ready line came from uid %d, not the child's %d", cred.Uid, k.uid)
 	}
@@ -322,18 +323,11 @@ func (k *cellChild) readReady(ctx context.Context, conn *net.UnixConn, diag *tai
 		return &StartError{Err: err}
 	}
 	k.pid = int(cred.Pid)
-	if ctx.Err() != nil {
-		// Given up on while the line was on its way (the deadline that
-		// the cancellation sets can come after the read): not a start. The
-		// pidfd is open, so stop ends this child alone.
-		return fmt.Errorf("jailproc: start: %w", ctx.Err())
+	if errors.As(line, &failed) {
+		return fmt.Errorf("jailproc: worker start-up failed: %w", line)
 	}
-	if err := pyworker.ReadReady(bufio.NewReader(bytes.NewReader(buf[:n]))); err != nil {
-		var se *pyworker.StartError
-		if errors.As(err, &se) {
-			return fmt.Errorf("jailproc: worker start-up failed: %w", err)
-		}
-		return &StartError{Err: err}
+	if line != nil {
+		return &StartError{Err: line}
 	}
 	return nil
 }

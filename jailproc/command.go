@@ -34,8 +34,8 @@ const (
 )
 
 // compileWorker compiles pyworker.Source once, with the jail's own
-// interpreter, into a .pyc file in a new private folder (beside it the
-// zygote's fork loop, pyworker.ZygoteLoop). Started as
+// interpreter, into a .pyc file in a new private folder (beside it, for
+// cell isolation, the zygote's fork loop, pyworker.ZygoteLoop). Started as
 // `python3 worker.pyc`, the interpreter unmarshals the code instead of
 // compiling 25 KB of source on every spawn (3.6 ms of CPU each, here).
 func compileWorker(python string, cell bool) (dir, pyc string, err error) {
@@ -62,9 +62,11 @@ func compileWorker(python string, cell bool) (dir, pyc string, err error) {
 		os.RemoveAll(dir)
 		return "", "", err
 	}
-	if err := os.WriteFile(filepath.Join(dir, zygoteLoopOnHost), pyworker.ZygoteLoop, 0o555); err != nil {
-		os.RemoveAll(dir)
-		return "", "", err
+	if cell {
+		if err := os.WriteFile(filepath.Join(dir, zygoteLoopOnHost), pyworker.ZygoteLoop, 0o555); err != nil {
+			os.RemoveAll(dir)
+			return "", "", err
+		}
 	}
 	return dir, pyc, nil
 }

@@ -141,8 +141,24 @@ var _ workerProc = (*Process)(nil)
 // worker into its own cgroup. ctx bounds the spawn and handshake only: the
 // process outlives ctx and is ended by Kill. (puddle hands constructors a
 // context that is cancelled as soon as pre-warming returns; tying the process
-// to it would kill every warm worker.)
-func (s *Supervisor) Start(ctx context.Context) (_ *Process, err error) {
+// to it would kill every warm worker.) A start whose ctx is done by the
+// time the worker is ready fails with ctx's error, in both backends.
+func (s *Supervisor) Start(ctx context.Context) (*Process, error) {
+	p, err := s.start(ctx)
+	if err == nil && ctx.Err() != nil {
+		// Given up on while the ready line was on its way: the read
+		// deadline that the cancellation sets can come after the read.
+		err = fmt.Errorf("jailproc: start: %w", ctx.Err())
+		if kerr := p.Kill(); kerr != nil {
+			err = errors.Join(err, kerr)
+		}
+		return nil, err
+	}
+	return p, err
+}
+
+// start is Start without the last check of ctx.
+func (s *Supervisor) start(ctx context.Context) (_ *Process, err error) {
 	if s.cells != nil {
 		return s.startCellChild(ctx)
 	}
@@ -243,11 +259,6 @@ func (s *Supervisor) spawn(uid int, group *workerGroup) (*Process, error) {
 // Config.StartTimeout.
 func (p *Process) handshake(ctx context.Context) error {
 	err := p.w.awaitReady(ctx)
-	if err == nil && ctx.Err() != nil {
-		// Ready, but given up on while the line was on its way (the
-		// deadline that the cancellation sets can come after the read).
-		return fmt.Errorf("jailproc: start: %w", ctx.Err())
-	}
 	if err == nil {
 		return nil
 	}
