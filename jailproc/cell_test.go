@@ -605,3 +605,53 @@ func TestEveryCellChildOfAZygoteThatPreloadedRandomDrawsItsOwnNumbers(t *testing
 		seen[string(res.Value)] = true
 	}
 }
+
+// The zygote moves the interpreter's code onto 2 MiB pages before its first
+// fork (zygote.c, huge_text), and every child runs it from the same pages:
+// an anonymous mapping, executable and never writable, backed by huge pages
+// in the zygote and in the child alike.
+func TestTheZygoteAndItsChildrenRunTheInterpreterFromHugePages(t *testing.T) {
+	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	if err != nil || strings.Contains(string(b), "[never]") {
+		t.Skipf("no transparent huge pages here (%q, %v): the zygote leaves its code as it is", b, err)
+	}
+	s := newCellSupervisor(t, jailproc.Config{}, 64)
+	p := startChild(t, s)
+	zygote := zygoteOf(t, p)
+	z, c := hugeCode(t, zygote), hugeCode(t, p.Pid())
+	if z == "" || z != c {
+		t.Fatalf("code on huge pages: zygote %q, child %q; want one and the same mapping", z, c)
+	}
+	if res := runScript(t, s, "def main():\n    return sum(range(10))\n"); res.Status != executor.StatusOK || string(res.Value) != "45" {
+		t.Fatalf("%+v", res)
+	}
+}
+
+// hugeCode returns the range of pid's anonymous read-only executable
+// mapping backed entirely by huge pages, "" if it has none.
+func hugeCode(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cur string
+	var size int
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			cur = ""
+			if len(f) == 5 && f[1] == "r-xp" { // anonymous
+				cur = f[0]
+			}
+		case cur != "" && len(f) == 3 && f[0] == "Size:":
+			size, _ = strconv.Atoi(f[1])
+		case cur != "" && len(f) == 3 && f[0] == "AnonHugePages:":
+			if n, _ := strconv.Atoi(f[1]); n > 0 && n == size {
+				return cur
+			}
+		}
+	}
+	return ""
+}

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -347,9 +348,143 @@ int zyg_serve(int ctrl, int pidns, struct zyg_child_args *out, char *err, size_t
 	}
 }
 
+// The interpreter's machine code on 2 MiB pages.
+//
+// Each child starts with an empty TLB and, on our virtualised machines, a
+// page walk is dear; a run executes code spread over most of the
+// interpreter's ~2.7 MiB of it, which on 4 KiB pages takes ~700 TLB entries
+// and, in a new child, ~40 page faults (fork copies no page-table entries of
+// an unmodified file mapping: each child maps the code again, 16 pages per
+// fault). So the zygote copies that code, once, onto anonymous memory backed
+// by transparent huge pages and moves the copy over the original mapping, at
+// the same addresses: a fork copies two page-middle-directory entries, and a
+// child's code needs two TLB entries. Measured (closed loop c=16, hello,
+// 3 interleaved pairs): 2.77/2.75/2.74 -> 2.58/2.59/2.51 ms of CPU per run.
+//
+// A huge page is 2 MiB-aligned and all of it has one protection, so the span
+// moved is the code rounded out to 2 MiB within the file's read-only
+// mappings around it: with the Debian binary, its ELF headers and 1.2 MiB of
+// .rodata become executable too (not writable). That gives a script nothing:
+// it can map executable memory of its own (docs/SECURITY.md, "Isolation
+// modes"). Without transparent huge pages (or without a 2 MiB span) nothing
+// is moved: 4 KiB anonymous pages measured no better than the file's.
+// Every step before the move leaves the original untouched, and the move
+// (mremap) replaces it at once or not at all, with the same bytes.
+
+#define HUGE (2UL << 20)
+
+struct mapping {
+	unsigned long lo, hi, ino;
+	char perm[8];
+	char path[256];
+};
+
+// read_maps reads up to cap mappings of /proc/self/maps, in address order.
+static int read_maps(struct mapping *m, int cap)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return 0;
+	char line[512];
+	int n = 0;
+	while (n < cap && fgets(line, sizeof line, f)) {
+		m[n].path[0] = 0;
+		if (sscanf(line, "%lx-%lx %7s %*s %*s %lu %255s", &m[n].lo, &m[n].hi, m[n].perm, &m[n].ino,
+			   m[n].path) >= 4)
+			n++;
+	}
+	fclose(f);
+	return n;
+}
+
+// extends reports whether b continues a's file read-only.
+static int extends(const struct mapping *a, const struct mapping *b)
+{
+	return a->ino == b->ino && strcmp(a->path, b->path) == 0 && b->perm[1] != 'w';
+}
+
+// huge_kib is the AnonHugePages of the mapping at lo (KiB), -1 if unknown.
+static long huge_kib(unsigned long lo)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	if (!f)
+		return -1;
+	char line[512];
+	long kib = -1;
+	int in = 0;
+	while (fgets(line, sizeof line, f)) {
+		unsigned long a, b;
+		if (sscanf(line, "%lx-%lx ", &a, &b) == 2)
+			in = a == lo;
+		else if (in && sscanf(line, "AnonHugePages: %ld kB", &kib) == 1)
+			break;
+	}
+	fclose(f);
+	return kib;
+}
+
+// huge_text moves the code that contains pc onto huge pages (see above).
+// It returns 1 when it did, 0 when it left the mapping as it was.
+static int huge_text(unsigned long pc)
+{
+	enum { cap = 512 };
+	struct mapping *m = malloc(cap * sizeof *m);
+	if (!m)
+		return 0;
+	int n = read_maps(m, cap), k = -1;
+	for (int i = 0; i < n; i++)
+		if (m[i].lo <= pc && pc < m[i].hi && strcmp(m[i].perm, "r-xp") == 0 && m[i].path[0] == '/')
+			k = i;
+	if (k < 0) {
+		free(m);
+		return 0;
+	}
+	// The file's read-only mappings adjacent to its code.
+	unsigned long lo = m[k].lo, hi = m[k].hi;
+	for (int i = k - 1; i >= 0 && m[i].hi == m[i + 1].lo && extends(&m[k], &m[i]); i--)
+		lo = m[i].lo;
+	for (int i = k + 1; i < n && m[i].lo == m[i - 1].hi && extends(&m[k], &m[i]); i++)
+		hi = m[i].hi;
+	unsigned long code_lo = m[k].lo, code_hi = m[k].hi;
+	free(m);
+	// The code rounded out to 2 MiB, or in where that would leave the file.
+	unsigned long from = code_lo & ~(HUGE - 1), to = (code_hi + HUGE - 1) & ~(HUGE - 1);
+	if (from < lo)
+		from += HUGE;
+	if (to > hi)
+		to -= HUGE;
+	if (to <= from)
+		return 0;
+	unsigned long len = to - from;
+	// A 2 MiB-aligned anonymous area, filled with the code.
+	char *raw = mmap(NULL, len + HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (raw == MAP_FAILED)
+		return 0;
+	unsigned long r = (unsigned long)raw, at = (r + HUGE - 1) & ~(HUGE - 1);
+	if (at > r)
+		munmap(raw, at - r);
+	if (r + HUGE > at)
+		munmap((void *)(at + len), r + HUGE - at);
+	void *copy = (void *)at;
+	if (madvise(copy, len, MADV_HUGEPAGE) != 0)
+		goto drop;
+	memcpy(copy, (void *)from, len);
+	// Only huge pages are worth it (see above). The kernel gave them at
+	// fault time, or none: THP off ("never") or no free huge page.
+	if (huge_kib(at) * 1024 != (long)len || mprotect(copy, len, PROT_READ | PROT_EXEC) != 0)
+		goto drop;
+	if (mremap(copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)from) == MAP_FAILED)
+		goto drop;
+	return 1;
+drop:
+	munmap(copy, len);
+	return 0;
+}
+
 // zyg_init allocates the tables and copies what every child's sandbox needs,
 // once, before the first fork: the /tmp mount options, the rlimits (each
-// soft = hard) and the child's seccomp filter (n instructions). It returns
+// soft = hard) and the child's seccomp filter (n instructions); and it moves
+// the interpreter's code onto huge pages where it can (huge_text). It returns
 // 0, or -1 on a configuration that does not fit or no memory.
 int zyg_init(const char *opts, int n, const int *res, const unsigned long long *val,
 	     unsigned short filter_len, const void *filter)
@@ -368,6 +503,7 @@ int zyg_init(const char *opts, int n, const int *res, const unsigned long long *
 	memcpy(f, filter, filter_len * sizeof *f);
 	fprog.len = filter_len;
 	fprog.filter = f;
+	huge_text((unsigned long)&PyOS_AfterFork_Child);
 	caplive = 64;
 	lives = calloc(caplive, sizeof *lives);
 	pfds = calloc(caplive + 1, sizeof *pfds);
