@@ -1,13 +1,19 @@
 package jailproc
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/secure-script-executor/executor"
 	"github.com/secure-script-executor/executor/internal/testenv"
+	"github.com/secure-script-executor/executor/pyworker"
 )
 
 // The zygote's fork loop (pyworker/zygote/zygote.c) takes only well-formed
@@ -106,4 +112,67 @@ func TestACellChildWhoseSandboxStepFailsNamesItAndNeverStarts(t *testing.T) {
 	if msg := err.Error(); !strings.Contains(msg, "cell child set-up: setrlimit") {
 		t.Errorf("the start error does not name the failed step: %v", err)
 	}
+}
+
+// A cell child that has sent its result waits for the server's word before
+// it exits (zygote.c, zyg_linger), so that its teardown runs at the least
+// CPU weight, and no thread of its script runs meanwhile: here a thread
+// that spins from the start stops getting CPU once the result is sent. The
+// server's shutdown of its end of the result socket lets the child exit on
+// its own (status 0).
+func TestACellChildWaitsAfterItsResultWithItsScriptStoppedUntilTheServerLetsItGo(t *testing.T) {
+	s, err := New(Config{Isolation: IsolationCell, NsjailPath: testenv.Nsjail(t), Cgroups: CgroupsOff, Timeout: 5 * time.Second},
+		UIDRange{Base: testenv.UIDBase(t), Size: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	p, err := s.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Kill()
+	w := p.w
+	script := "import threading\ndef spin():\n    while True:\n        pass\ndef main():\n    threading.Thread(target=spin, daemon=True).start()\n    return 7\n"
+	stdout, stderr, err := w.send(executor.Request{Mode: executor.ModeSingle, Script: []byte(script)}, time.Now().Add(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdout.wait(time.Second)
+	defer stderr.wait(time.Second)
+	r, err := pyworker.ReadResult(w.ctrlR, w.cfg.MaxResult)
+	if err != nil || string(r.Value) != "7" {
+		t.Fatalf("result %+v, %v", r, err)
+	}
+	time.Sleep(50 * time.Millisecond) // the child reaches its wait
+	before := cpuTicks(t, p.childPID)
+	time.Sleep(300 * time.Millisecond)
+	if isClosed(p.exited) {
+		t.Fatal("the child exited before the server let it go")
+	}
+	if after := cpuTicks(t, p.childPID); after-before > 5 { // 50 ms of the 300
+		t.Errorf("the script's thread ran on after the result: %d ticks of CPU in 300 ms", after-before)
+	}
+	w.ctrl.CloseWrite()
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the child did not exit once the server shut down its result socket")
+	}
+	if st := p.cc.exitStatus(); st.Signal != 0 || st.Code != 0 {
+		t.Errorf("the child ended with %v, want exit status 0", st)
+	}
+}
+
+// cpuTicks is utime + stime of process pid, in clock ticks.
+func cpuTicks(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	u, _ := strconv.Atoi(f[11])
+	s, _ := strconv.Atoi(f[12])
+	return u + s
 }

@@ -744,12 +744,19 @@ def _finish(sock, payload, limit):
         _exit(3)  # the script closed or replaced fd 3: no result to give
     # The answer is on its way. Tearing down this process (its memory, and as
     # pid 1 its namespaces) is background work: do it at the lowest priority
-    # so that it does not slow the requests running next to it.
+    # so that it does not slow the requests running next to it. A cell's
+    # child waits for the server's word first (zygote.c, zyg_linger): its
+    # cgroup's CPU weight, not its nice value, is what counts there.
     try:
         _setpriority(_PRIO_PROCESS, 0, 19)
     except BaseException:
         pass
+    if _linger is not None:
+        _linger()  # never returns
     _exit(0)
+
+
+_linger = None  # a cell child's zyg_linger (_Zygote.child)
 
 
 _PREWARM_SCRIPT = b'''
@@ -934,6 +941,9 @@ class _Zygote:
                         ('stdin_fd', ctypes.c_int), ('res_fd', ctypes.c_int)]
 
         self.args = ChildArgs()
+        self.linger = self.lib.zyg_linger
+        self.linger.restype = None
+        self.linger.argtypes = ()
         # What each child's sandbox needs (zygote.c, sandbox), given once:
         # the /tmp mount options, the rlimits nsjail gives a jail (soft =
         # hard) and the child's seccomp filter.
@@ -970,6 +980,8 @@ class _Zygote:
         # failure is reported.
         try:
             self.ctrl.detach()  # fd 3 is no longer the control socket; the object must not close it
+            global _linger
+            _linger = self.linger
             _touch()
             sock = _ready()
         except BaseException as e:
