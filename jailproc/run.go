@@ -50,11 +50,10 @@ func (w *worker) run(ctx context.Context, req executor.Request) (executor.Result
 		return executor.Result{}, err
 	}
 	res, err := w.collect(ctx, req, stdout, stderr, timeout)
-	// The worker's teardown starts with its result, at the least weight: a
-	// cell child waits for this shutdown before it exits (zygote.c,
-	// zyg_linger); a jail's worker exits on its own.
+	// The worker's teardown runs at the least weight: a cell child waits for
+	// Kill after its result (zygote.c, zyg_linger); a jail's worker exits
+	// on its own.
 	w.setRunning(false)
-	w.ctrl.CloseWrite()
 	if err != nil {
 		return executor.Result{}, err
 	}

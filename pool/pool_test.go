@@ -37,9 +37,13 @@ func (w *fakeWorker) Run(ctx context.Context, req executor.Request) (executor.Re
 	if w.killed.Load() {
 		w.f.ranKilled.Store(true)
 	}
-	if w.block != nil {
+	block := w.block
+	if w.f.holdFirst != nil && w.f.runsStarted.Add(1) == 1 {
+		block = w.f.holdFirst
+	}
+	if block != nil {
 		select {
-		case <-w.block:
+		case <-block:
 		case <-ctx.Done():
 			return executor.Result{}, ctx.Err()
 		}
@@ -69,17 +73,19 @@ func (w *fakeWorker) Exited() <-chan struct{} { return w.exited }
 func (w *fakeWorker) StartedAt() time.Time    { return w.started }
 
 type factory struct {
-	failNext  atomic.Int32 // fail this many spawns, then work
-	mu        sync.Mutex
-	workers   []*fakeWorker
-	next      atomic.Int64
-	live      atomic.Int64
-	fail      atomic.Bool
-	block     chan struct{}
-	reused    atomic.Bool
-	ranKilled atomic.Bool
-	killGate  chan struct{} // when non-nil, Kill waits for it to close
-	killErr   atomic.Bool   // Kill reports errKill
+	failNext    atomic.Int32 // fail this many spawns, then work
+	mu          sync.Mutex
+	workers     []*fakeWorker
+	next        atomic.Int64
+	live        atomic.Int64
+	fail        atomic.Bool
+	block       chan struct{}
+	reused      atomic.Bool
+	ranKilled   atomic.Bool
+	killGate    chan struct{} // when non-nil, Kill waits for it to close
+	killErr     atomic.Bool   // Kill reports errKill
+	holdFirst   chan struct{} // when non-nil, the first run waits for it to close
+	runsStarted atomic.Int32
 }
 
 func (f *factory) spawn(ctx context.Context) (pool.Worker, error) {
@@ -430,4 +436,64 @@ func TestPoolReportsAWorkerWhoseKillFailedInStatAndToTheObserver(t *testing.T) {
 	if !errors.Is(obs.errs[0], errKill) {
 		t.Fatalf("observed %v, want the worker's Kill error", obs.errs[0])
 	}
+}
+
+// A used worker is torn down once no other run is in flight (its teardown
+// would take CPU from them), or at the latest TeardownDelay after its run;
+// at MaxWorkers, at once (the slot is needed).
+func TestPoolTearsAUsedWorkerDownOnceNoOtherRunIsInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		max   int
+		delay time.Duration
+		early bool // torn down while the other run still runs
+	}{
+		{"once_the_other_run_ends", 8, time.Hour, false},
+		{"at_most_the_delay_after", 8, 20 * time.Millisecond, true},
+		{"at_once_at_max_workers", 2, time.Hour, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &factory{holdFirst: make(chan struct{})}
+			p := newPool(t, f, pool.Config{WarmTarget: 2, MaxWorkers: tc.max, TeardownDelay: tc.delay, HealthCheckPeriod: time.Hour})
+			t.Cleanup(func() { closeOnce(f.holdFirst) })
+			if err := p.WaitWarm(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			aDone := make(chan struct{})
+			go func() {
+				defer close(aDone)
+				p.Run(context.Background(), executor.Request{}) // waits for holdFirst
+			}()
+			waitFor(t, "the first run to start", func() bool { return f.runsStarted.Load() == 1 })
+			res, err := p.Run(context.Background(), executor.Request{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := f.worker(t, string(res.Value))
+			if tc.early {
+				waitFor(t, "the used worker's teardown", b.killed.Load)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+			if b.killed.Load() {
+				t.Fatal("the used worker was torn down while another run was in flight")
+			}
+			closeOnce(f.holdFirst)
+			<-aDone
+			waitFor(t, "the used worker's teardown once no run is in flight", b.killed.Load)
+		})
+	}
+}
+
+func (f *factory) worker(t *testing.T, id string) *fakeWorker {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, w := range f.workers {
+		if strconv.FormatInt(w.id, 10) == id {
+			return w
+		}
+	}
+	t.Fatalf("no worker %s", id)
+	return nil
 }

@@ -763,7 +763,7 @@ def _finish(sock, payload, limit):
     # The answer is on its way. Tearing down this process (its memory, and as
     # pid 1 its namespaces) is background work: do it at the lowest priority
     # so that it does not slow the requests running next to it. A cell's
-    # child waits for the server's word first (zygote.c, zyg_linger): its
+    # child waits for the server to end it (zygote.c, zyg_linger): its
     # cgroup's CPU weight, not its nice value, is what counts there.
     try:
         _setpriority(_PRIO_PROCESS, 0, 19)

@@ -482,14 +482,15 @@ drop:
 }
 
 // zyg_linger is how a child ends once its result is sent (worker.py,
-// _finish): it waits until the server shuts down its end of the result
-// socket, which the server does once it has read the result and lowered
-// the CPU weight of the child's cgroup (or until the server kills it), then
-// exits. Tearing a child down (its address space, its namespaces) costs
-// ~0.3 ms of CPU; started at once, it ran at a running request's weight and
-// slowed the requests next to it (a burst of 32 spent 18 % of its CPU on
-// exits). Called through ctypes.PyDLL, it holds the interpreter's lock
-// meanwhile: no thread of the script runs after the result.
+// _finish): it waits until the server kills it (its teardown, after the
+// server has lowered the CPU weight of the child's cgroup; the pool holds
+// it back while other runs are in flight, up to 30 ms) or closes its end of
+// the result socket, then exits. Tearing a child down (its address space,
+// its namespaces) costs ~0.3 ms of CPU; started at once, it ran at a running
+// request's weight and took CPU from the requests next to it (a burst of 32
+// spent 18 % of its CPU on exits). Called through ctypes.PyDLL, it holds the
+// interpreter's lock meanwhile: no thread of the script runs after the
+// result.
 void zyg_linger(void)
 {
 	char c;
