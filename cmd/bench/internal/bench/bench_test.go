@@ -144,7 +144,8 @@ func checkTables(t *testing.T, md string, warmTarget int) {
 				t.Errorf("no spawn: %s", line)
 			}
 			ceilRows++
-		case strings.HasPrefix(line, "| warm | ") || strings.HasPrefix(line, "| cold | ") || strings.HasPrefix(line, "| cell | "):
+		case strings.HasPrefix(line, "| warm | ") || strings.HasPrefix(line, "| cold | ") || strings.HasPrefix(line, "| cell | ") ||
+			strings.HasPrefix(line, "| cell-numpy | "):
 			c := cells(line)
 			if len(c) != len(serviceColumns) {
 				t.Errorf("row has %d cells, want %d: %s", len(c), len(serviceColumns), line)
@@ -176,7 +177,7 @@ func checkTables(t *testing.T, md string, warmTarget int) {
 	}
 	for _, k := range []string{"warm closed loop c=1", "warm closed loop c=4", "warm closed loop c=16", "warm closed loop c=64",
 		"warm burst: " + strconv.Itoa(warmTarget) + " simultaneous", "cold closed loop c=1", "cold closed loop c=16",
-		"cell closed loop c=16", "cell closed loop c=1", "cell burst: 32 simultaneous"} {
+		"cell closed loop c=16", "cell closed loop c=1", "cell burst: 32 simultaneous", "cell-numpy closed loop c=16,"} {
 		if !service[k] {
 			t.Errorf("service row %q missing (have %v)", k, service)
 		}
@@ -190,11 +191,16 @@ func checkTables(t *testing.T, md string, warmTarget int) {
 	if open != 5 {
 		t.Errorf("%d open-loop rows, want 5 (warm and cold at 25%% and 50%%, cell at 50%% of its capacity)", open)
 	}
-	if len(service) != 15 {
-		t.Errorf("%d service rows, want 15: %v", len(service), service)
+	if len(service) != 16 {
+		t.Errorf("%d service rows, want 16: %v", len(service), service)
 	}
-	if targets != 16 {
-		t.Errorf("%d target rows with a verdict, want 16 (9 and 7 of cell isolation)", targets)
+	if targets != 17 {
+		t.Errorf("%d target rows with a verdict, want 17 (9 and 8 of cell isolation)", targets)
+	}
+	for _, s := range []string{"PSS per idle warm worker, jail", "PSS per idle warm worker, cell (", "PSS per idle warm worker, cell `--preload numpy`"} {
+		if !strings.Contains(md, s) {
+			t.Errorf("no %q row in the report", s)
+		}
 	}
 	for _, s := range []string{"Load average", "Ceiling", "Recovery after the c=64 overload", "shared", "one run"} {
 		if !strings.Contains(md, s) {

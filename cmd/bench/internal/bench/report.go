@@ -33,6 +33,13 @@ type Report struct {
 	// CellBurstFull the same on a cell server whose warm pool holds them all.
 	CellBurst     BurstResult `json:"cell_burst"`
 	CellBurstFull BurstResult `json:"cell_burst_full"`
+
+	// PSSMiB is the memory of one idle warm worker (idlePSS) by server:
+	// "warm" (jail), "cell", "cell-numpy" (--preload numpy).
+	PSSMiB map[string]float64 `json:"pss_mib"`
+	// NumpySkipped says why the --preload numpy phase did not run ("" if it
+	// ran: its row is server "cell-numpy", key "c16").
+	NumpySkipped string `json:"numpy_skipped,omitempty"`
 }
 
 // Row is one loadtest run.
@@ -253,6 +260,18 @@ func (r *Report) cellTargets() string {
 	p("| cell burst of %d: every answer 200 | %d of %d | all | %s |\n", r.CellBurst.Requests, r.CellBurst.StatusCodes["200"], r.CellBurst.Requests, yesNo(r.CellBurst.StatusCodes["200"] == r.CellBurst.Requests))
 	if bu := r.CellBurstFull; bu.Requests > 0 {
 		p("| cell burst of %d on a full warm pool of %d: p99 | %s ms | <= 20 ms | %s |\n", bu.Requests, bu.Requests, ms(bu.P99), yesNo(bu.P99 <= 20 && bu.StatusCodes["200"] == bu.Requests))
+	}
+	if np, ok := r.row("cell-numpy", "c16"); ok && c16.Result.Throughput > 0 {
+		f := np.Result.Throughput / c16.Result.Throughput
+		p("| cell `--preload numpy`, a numpy transform, c=16 / cell c=16 (hello) | %.0f %% (%s / %s per s; %s ms CPU per request) | >= 50 %% | %s |\n",
+			100*f, rate(np.Result.Throughput), rate(c16.Result.Throughput), ms(np.CPUPerRequestMs), yesNo(f >= 0.5 && np.Result.StatusCodes["200"] == np.Result.Requests))
+	} else if r.NumpySkipped != "" {
+		p("| cell `--preload numpy` capacity | not measured: %s | >= 50 %% of plain | **NO** |\n", r.NumpySkipped)
+	}
+	for _, k := range []struct{ key, name string }{{"warm", "jail"}, {"cell", "cell"}, {"cell-numpy", "cell `--preload numpy`"}} {
+		if v, ok := r.PSSMiB[k.key]; ok {
+			p("| PSS per idle warm worker, %s (its nsjail, zygote and workers shared over the idle workers) | %.1f MiB | (information) | |\n", k.name, v)
+		}
 	}
 	return b.String()
 }

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -81,6 +82,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 type saver func(name string, v any) error
 
 func describe(mode, key string, rate, conc int) string {
+	if mode == "cell-numpy" {
+		return fmt.Sprintf("closed loop c=%d, a numpy transform, `--preload numpy`", conc)
+	}
 	if mode == "cell" && key == "open50" {
 		return fmt.Sprintf("open loop %d/s (50%% of its c=16 capacity)", rate)
 	}
@@ -144,6 +148,7 @@ func warmPhase(ctx context.Context, o Options, r *Report, rate25, rate50 int, sa
 	if m, err := s.metrics(ctx); err == nil {
 		r.MaxWorkers = int(m["executor_pool_max_workers"])
 	}
+	measurePSS(ctx, r, s, logf)
 	for _, run := range []struct {
 		key        string
 		rate, conc int
@@ -199,8 +204,8 @@ func coldPhase(ctx context.Context, o Options, r *Report, rate25, rate50 int, lo
 // startReady starts a server of the given mode and waits until it is ready.
 // stop stops it and logs what its cgroups left; it is also called here when
 // the server never became ready.
-func startReady(ctx context.Context, o Options, mode string, uidBase int, logFile, name string, logf func(string, ...any)) (s *server, stop func(), err error) {
-	if s, err = startServer(o, mode, uidBase, filepath.Join(o.OutDir, logFile)); err != nil {
+func startReady(ctx context.Context, o Options, mode string, uidBase int, logFile, name string, logf func(string, ...any), extra ...string) (s *server, stop func(), err error) {
+	if s, err = startServer(o, mode, uidBase, filepath.Join(o.OutDir, logFile), extra...); err != nil {
 		return nil, nil, err
 	}
 	stop = func() {
@@ -226,6 +231,7 @@ func cellPhase(ctx context.Context, o Options, r *Report, save saver, logf func(
 		return err
 	}
 	defer stop()
+	measurePSS(ctx, r, s, logf)
 	c16, err := runRow(ctx, o, r, s, "c16", 0, 16, logf)
 	if err != nil {
 		return err
@@ -248,7 +254,66 @@ func cellPhase(ctx context.Context, o Options, r *Report, save saver, logf func(
 	if err := save("cell-burst.json", r.CellBurst); err != nil {
 		return err
 	}
-	return cellFullBurst(ctx, o, r, save, logf)
+	if err := cellFullBurst(ctx, o, r, save, logf); err != nil {
+		return err
+	}
+	return numpyPhase(ctx, o, r, logf)
+}
+
+// numpyTransform is the script of the --preload numpy run: a record
+// transform that uses numpy, as the data-sync platform's customers write.
+const numpyTransform = `import numpy as np
+
+def main(record=None):
+    xs = np.array([1.5, 2.5, 3.0, 4.0])
+    return {"mean": float(xs.mean()), "total": float(xs.sum())}
+`
+
+// numpyPhase measures issue 14's --preload numpy target: a cell server that
+// imports numpy once per cell, under the c=16 closed loop of a numpy
+// transform, against the plain cell server's c=16 with the hello example.
+// It is skipped (and the check says why) when the interpreter has no numpy.
+func numpyPhase(ctx context.Context, o Options, r *Report, logf func(string, ...any)) error {
+	out, err := exec.CommandContext(ctx, o.Python, "-c", "import numpy, os; print(os.path.dirname(os.path.dirname(numpy.__file__)))").Output()
+	if err != nil {
+		r.NumpySkipped = fmt.Sprintf("%s cannot import numpy (%v)", o.Python, err)
+		logf("bench: %s", r.NumpySkipped)
+		return nil
+	}
+	script := filepath.Join(o.OutDir, "numpy-transform.py")
+	if err := os.WriteFile(script, []byte(numpyTransform), 0o644); err != nil {
+		return err
+	}
+	s, stop, err := startReady(ctx, o, "cell-numpy", o.UIDBase+2900, "executor-cell-numpy.log", "cell --preload numpy", logf,
+		"--preload", "numpy", "--python-path", strings.TrimSpace(string(out)))
+	if err != nil {
+		return err
+	}
+	defer stop()
+	s.script = script
+	measurePSS(ctx, r, s, logf)
+	_, err = runRow(ctx, o, r, s, "c16", 0, 16, logf)
+	return err
+}
+
+// measurePSS records the memory of one idle warm worker of s once its warm
+// pool is full; a failure is logged, not fatal.
+func measurePSS(ctx context.Context, r *Report, s *server, logf func(string, ...any)) {
+	if _, err := s.waitWarm(ctx, r.WarmTarget, 50*time.Millisecond, 30*time.Second); err != nil {
+		logf("bench: PSS of the %s server: %v", s.mode, err)
+		return
+	}
+	time.Sleep(200 * time.Millisecond) // the last spawn's set-up settles
+	v, err := s.idlePSS(r.WarmTarget)
+	if err != nil {
+		logf("bench: PSS of the %s server: %v", s.mode, err)
+		return
+	}
+	if r.PSSMiB == nil {
+		r.PSSMiB = map[string]float64{}
+	}
+	r.PSSMiB[s.mode] = v
+	logf("bench: %s server: PSS per idle warm worker %.1f MiB (%d idle)", s.mode, v, r.WarmTarget)
 }
 
 // cellFullBurst is issue 14's burst on a full warm pool: a cell server whose

@@ -28,18 +28,20 @@ type server struct {
 	logFile *os.File
 	cgDirs  []string
 	client  *http.Client
+	script  string // loadtest -script (empty: its hello example)
 }
 
-// startServer starts bin/executor on a free loopback port. EXECUTOR_* and
-// PORT are removed from its environment so that only these flags count.
-func startServer(o Options, mode string, uidBase int, logPath string) (*server, error) {
+// startServer starts bin/executor on a free loopback port, with extra flags
+// after the bench's own. EXECUTOR_* and PORT are removed from its
+// environment so that only these flags count.
+func startServer(o Options, mode string, uidBase int, logPath string, extra ...string) (*server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	parent := fmt.Sprintf("%s-%s-%d-%d", o.Prefix, mode, os.Getpid(), uidBase)
 	pool, isolation := mode, "jail"
-	if mode == "cell" {
+	if strings.HasPrefix(mode, "cell") {
 		pool, isolation = "warm", "cell"
 	}
 	args := []string{
@@ -62,6 +64,7 @@ func startServer(o Options, mode string, uidBase int, logPath string) (*server, 
 	if o.MaxWorkers > 0 {
 		args = append(args, "--max-workers", strconv.Itoa(o.MaxWorkers))
 	}
+	args = append(args, extra...)
 	lf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -248,6 +251,9 @@ type Quantiles struct {
 func (s *server) loadtest(ctx context.Context, o Options, rate, conc int, outPath string) (LoadResult, error) {
 	args := []string{"-url", s.base + "/execute", "-rate", strconv.Itoa(rate), "-concurrency", strconv.Itoa(conc),
 		"-duration", o.Duration.String(), "-warmup", o.Warmup.String(), "-json"}
+	if s.script != "" {
+		args = append(args, "-script", s.script)
+	}
 	cmd := exec.CommandContext(ctx, o.Loadtest, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -266,4 +272,63 @@ func (s *server) loadtest(ctx context.Context, o Options, rate, conc int, outPat
 		return r, errors.New("loadtest measured no request")
 	}
 	return r, nil
+}
+
+// idlePSS is the proportional set size of the server's descendants (nsjail,
+// the workers, a cell's zygote), in MiB, divided by idle: what one idle
+// warm worker costs in memory, its shared pages shared out. The server's
+// own memory is not counted.
+func (s *server) idlePSS(idle int) (float64, error) {
+	parent := map[int]int{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		if i := bytes.LastIndexByte(b, ')'); i > 0 {
+			if f := strings.Fields(string(b[i+1:])); len(f) > 1 {
+				parent[pid], _ = strconv.Atoi(f[1])
+			}
+		}
+	}
+	root := s.cmd.Process.Pid
+	var kib float64
+	for pid := range parent {
+		if pid == root || !descends(parent, pid, root) {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
+				v, _ := strconv.ParseFloat(f[1], 64)
+				kib += v
+			}
+		}
+	}
+	if kib == 0 || idle <= 0 {
+		return 0, fmt.Errorf("no memory found below the %s server (pid %d)", s.mode, root)
+	}
+	return kib / 1024 / float64(idle), nil
+}
+
+func descends(parent map[int]int, pid, root int) bool {
+	for i := 0; i < 64 && pid > 1; i++ {
+		pid = parent[pid]
+		if pid == root {
+			return true
+		}
+	}
+	return false
 }
