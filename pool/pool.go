@@ -215,9 +215,7 @@ func (p *Pool) Run(ctx context.Context, req executor.Request) (executor.Result, 
 		}
 		p.cfg.Observer.ObserveAcquire(time.Since(start), res.CreationTime().After(start))
 		NotifyAcquired(ctx)
-		p.running.enter()
-		out, err := w.Run(ctx, req)
-		p.running.exit()
+		out, err := p.runCounted(ctx, w, req)
 		reason := DestroyUsed
 		if err != nil {
 			reason = DestroyFailed
@@ -225,6 +223,13 @@ func (p *Pool) Run(ctx context.Context, req executor.Request) (executor.Result, 
 		p.destroy(res, reason)
 		return out, err
 	}
+}
+
+// runCounted runs req in w, counted as a run in flight (see destroy).
+func (p *Pool) runCounted(ctx context.Context, w Worker, req executor.Request) (executor.Result, error) {
+	p.running.enter()
+	defer p.running.exit()
+	return w.Run(ctx, req)
 }
 
 func (p *Pool) acquireError(ctx context.Context, err error) error {
@@ -277,8 +282,8 @@ func (p *Pool) sandboxErr() error {
 // A cell's child waits for this kill after its result (zygote.c,
 // zyg_linger); a jail's worker has exited already, and only its nsjail and
 // cgroup wait. Measured: a burst of 32 on a full warm pool of 32, 3 x 8
-// bursts, mean of each burst's slowest answer 20.4/21.1/18.6 -> 17.3/17.3/
-// 15.3 ms with the teardown held back 30 ms (docs/BENCHMARKS.md, round 5).
+// bursts, mean of each burst's slowest answer 22.1/19.1/18.3 -> 18.1/16.6/
+// 18.0 ms (docs/BENCHMARKS.md, round 5).
 func (p *Pool) destroy(res *puddle.Resource[Worker], why DestroyReason) {
 	p.destroyed[reasonIndex[why]].Add(1)
 	p.triggerRefill()
