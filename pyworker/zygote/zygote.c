@@ -494,7 +494,8 @@ drop:
 void zyg_linger(void)
 {
 	char c;
-	while (recv(3, &c, 1, 0) > 0 || errno == EINTR) {
+	ssize_t n;
+	while ((n = recv(3, &c, 1, 0)) > 0 || (n < 0 && errno == EINTR)) {
 	}
 	_exit(0);
 }
