@@ -38,12 +38,7 @@ func TestTheZygoteEndsItsCellOnAMalformedForkRequest(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := New(Config{Isolation: IsolationCell, NsjailPath: testenv.Nsjail(t), Cgroups: CgroupsOff, Timeout: 5 * time.Second},
-				UIDRange{Base: testenv.UIDBase(t), Size: 64})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { s.Close() })
+			s := newPlainCellSupervisor(t, Config{})
 			c, err := s.cellFor(context.Background())
 			if err != nil {
 				t.Fatal(err)
@@ -95,13 +90,7 @@ func TestACellChildWhoseSandboxStepFailsNamesItAndNeverStarts(t *testing.T) {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &hard); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Isolation: IsolationCell, NsjailPath: testenv.Nsjail(t), Cgroups: CgroupsOff, Timeout: 5 * time.Second,
-		MaxOpenFiles: int(hard.Max) + 1},
-		UIDRange{Base: testenv.UIDBase(t), Size: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := newPlainCellSupervisor(t, Config{MaxOpenFiles: int(hard.Max) + 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	p, err := s.Start(ctx)
@@ -121,12 +110,7 @@ func TestACellChildWhoseSandboxStepFailsNamesItAndNeverStarts(t *testing.T) {
 // server's shutdown of its end of the result socket lets the child exit on
 // its own (status 0).
 func TestACellChildWaitsAfterItsResultWithItsScriptStoppedUntilTheServerLetsItGo(t *testing.T) {
-	s, err := New(Config{Isolation: IsolationCell, NsjailPath: testenv.Nsjail(t), Cgroups: CgroupsOff, Timeout: 5 * time.Second},
-		UIDRange{Base: testenv.UIDBase(t), Size: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := newPlainCellSupervisor(t, Config{})
 	p, err := s.Start(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -175,4 +159,17 @@ func cpuTicks(t *testing.T, pid int) int {
 	u, _ := strconv.Atoi(f[11])
 	s, _ := strconv.Atoi(f[12])
 	return u + s
+}
+
+// newPlainCellSupervisor is a supervisor in cell isolation without cgroups
+// (its own uid range of 64), with cfg's other settings.
+func newPlainCellSupervisor(t *testing.T, cfg Config) *Supervisor {
+	t.Helper()
+	cfg.Isolation, cfg.NsjailPath, cfg.Cgroups, cfg.Timeout = IsolationCell, testenv.Nsjail(t), CgroupsOff, 5*time.Second
+	s, err := New(cfg, UIDRange{Base: testenv.UIDBase(t), Size: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
